@@ -6,6 +6,7 @@ upstream (names, filenames, URLs) reaches the disk without passing through these
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urlsplit
@@ -108,3 +109,24 @@ def link_to_path(href: str) -> PurePosixPath | None:
         except UnsafePath:
             return None
     return None
+
+
+def linked_paths(page_json: bytes, root_uri: str | None) -> list[PurePosixPath]:
+    """Local files (and their ``.metadata``) that a project's PEP 691 JSON page written by this
+    mirror links to; links elsewhere (an index-only mirror's upstream URLs) are not ours."""
+    try:
+        files = json.loads(page_json).get("files", [])
+    except (ValueError, AttributeError):
+        return []
+    prefix = f"{root_uri.rstrip('/')}/" if root_uri else None
+    paths: list[PurePosixPath] = []
+    for f in files:
+        href = f.get("url", "") if isinstance(f, dict) else ""
+        if prefix and href.startswith(prefix):
+            href = "../../" + href[len(prefix) :]
+        path = link_to_path(href)
+        if path is not None:
+            paths.append(path)
+            if f.get("core-metadata"):
+                paths.append(metadata_path(path))
+    return paths

@@ -1,0 +1,266 @@
+"""Command line: parse arguments, load the config, run a command, map errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import humanfriendly
+
+from bandersnatch_clone import __version__
+from bandersnatch_clone.config import Config, load_config, render_starter_config
+from bandersnatch_clone.errors import ConfigError, LockedError, MirrorError, PluginError
+from bandersnatch_clone.state import Journal, read_ledger, read_status
+
+log = logging.getLogger("bandersnatch_clone")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
+DEFAULT_CONFIG = "bandersnatch-clone.toml"
+CONFIG_ENV = "BANDERSNATCH_CLONE_CONFIG"
+
+DESCRIPTION = """\
+Keep a directory in step with PyPI (or any PEP 691 index) and serve it to pip and uv.
+
+A typical setup:
+  bandersnatch-clone init mirror.toml --directory /srv/pypi   # write a commented config
+  bandersnatch-clone -c mirror.toml mirror                    # first run: everything
+  */5 * * * * bandersnatch-clone -c /etc/mirror.toml mirror   # cron: only what changed
+
+The config file is taken from -c, else $BANDERSNATCH_CLONE_CONFIG, else ./bandersnatch-clone.toml.
+"""
+
+EPILOG = """\
+exit codes:
+  0  the mirror is in step with the upstream (or the command succeeded)
+  1  some projects failed; they stay pending and the next run retries them
+  2  bad configuration or usage (the message names the file and key)
+  3  another run holds the mirror's lock
+"""
+
+
+def _config_path(args: argparse.Namespace) -> str:
+    return str(args.config or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(_config_path(args))
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+    )
+    # aiohttp's own access chatter is noise for an operator.
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+
+
+def cmd_mirror(args: argparse.Namespace, names: Sequence[str] | None = None) -> int:
+    from bandersnatch_clone.mirror import run
+    from bandersnatch_clone.progress import Progress
+
+    config = _load(args)
+    progress = Progress(sys.stderr, live=sys.stderr.isatty() and not args.quiet)
+    try:
+        outcome = asyncio.run(run(config, names=names, reporter=progress))
+    finally:
+        progress.close()
+    summary = progress.summary(
+        serial_before=outcome.serial_before,
+        serial_after=outcome.serial_after,
+        deleted=len(outcome.result.deleted),
+        exit_code=outcome.exit_code,
+    )
+    if args.json:
+        print(summary.to_json())
+    else:
+        print(summary.render_text(), file=sys.stderr)
+    return outcome.exit_code
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    return cmd_mirror(args, names=args.names)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = _load(args)
+    directory = config.mirror.directory
+    ledger = read_ledger(directory) if directory.exists() else {}
+    journal = Journal(directory).load() if directory.exists() else None
+    info: dict[str, object] = {
+        "directory": str(directory),
+        "upstream": config.mirror.upstream,
+        "serial": read_status(directory) if directory.exists() else 0,
+        "projects": len(ledger),
+        "files": sum(e.files for e in ledger.values()),
+        "bytes": sum(e.size for e in ledger.values()),
+        "interrupted_run": None
+        if journal is None
+        else {
+            "target_serial": journal.target_serial,
+            "planned": journal.planned,
+            "done": len(journal.done) + len(journal.deleted),
+        },
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return EXIT_OK
+    print(f"directory:  {info['directory']}")
+    print(f"upstream:   {info['upstream']}")
+    print(f"serial:     {info['serial']}")
+    print(f"projects:   {len(ledger):,}")
+    print(f"files:      {info['files']:,}")
+    print(f"size:       {humanfriendly.format_size(int(str(info['bytes'])))}")
+    if journal is None:
+        print("pending:    nothing (the last run completed)")
+    else:
+        done = len(journal.done) + len(journal.deleted)
+        print(
+            f"pending:    an interrupted run towards serial {journal.target_serial}: "
+            f"{done} of {journal.planned} projects done; `mirror` resumes it"
+        )
+    return EXIT_OK
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    if path.exists() and not args.force:
+        print(f"{path} exists; use --force to overwrite it", file=sys.stderr)
+        return EXIT_USAGE
+    text = render_starter_config(args.directory)
+    if args.upstream:
+        text = text.replace('upstream = "https://pypi.org"', f'upstream = "{args.upstream}"', 1)
+    path.write_text(text, encoding="utf-8")
+    load_config(path)  # never hand out a config we would refuse
+    print(f"wrote {path}; edit it, then run: bandersnatch-clone -c {path} mirror", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bandersnatch_clone.serve import run_serve
+
+    target = Path(args.target) if args.target else Path(_config_path(args))
+    directory = target if target.is_dir() else load_config(target).mirror.directory
+    if not (directory / "web").is_dir():
+        raise ConfigError(str(directory), None, "no web/ folder here: not a mirror directory")
+    run_serve(directory, args.bind)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-c", "--config", default=argparse.SUPPRESS, help="config file (TOML)", metavar="FILE"
+    )
+    common.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging"
+    )
+    common.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="warnings only"
+    )
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print a machine-readable summary on stdout",
+    )
+    parser = argparse.ArgumentParser(
+        prog="bandersnatch-clone",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help_: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=help_,
+            description=description,
+            epilog=EPILOG,
+            parents=[common],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    p = add(
+        "mirror",
+        "bring the mirror in step with the upstream",
+        "Fetch every project whose serial moved since the last run (everything on the first\n"
+        "run), delete projects removed upstream, then write the root index and the serial.\n"
+        "An interrupted run is resumed; failed projects are retried by the next run.",
+    )
+    p.set_defaults(func=cmd_mirror)
+    p = add(
+        "sync",
+        "sync the named projects now",
+        "Fetch the named projects now, whatever their serial, and update the root index.\n"
+        "The mirror's serial is not moved: the next `mirror` still looks at everything.",
+    )
+    p.add_argument("names", nargs="+", metavar="NAME", help="project names")
+    p.set_defaults(func=cmd_sync)
+    p = add(
+        "status",
+        "show the mirror's serial, size and pending work",
+        "Read the mirror's state files (no network): serial, projects, files, bytes,\n"
+        "and whether an interrupted run is waiting to be resumed.",
+    )
+    p.set_defaults(func=cmd_status)
+    p = add(
+        "init",
+        "write a commented starter config",
+        "Write a starter config file with every option explained.",
+    )
+    p.add_argument("path", help="where to write the config (e.g. mirror.toml)")
+    p.add_argument("--directory", default="mirror", help="mirror directory (default: ./mirror)")
+    p.add_argument("--upstream", default=None, help="upstream index URL (default: PyPI)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.set_defaults(func=cmd_init)
+    p = add(
+        "serve",
+        "serve the mirror over HTTP (development and small sites)",
+        "Serve the tree read-only with PEP 691 content negotiation, conditional and Range\n"
+        "requests. For a busy site use nginx with examples/nginx.conf instead.",
+    )
+    p.add_argument("target", nargs="?", help="mirror directory or config file")
+    p.add_argument("--bind", default="127.0.0.1:8080", help="HOST:PORT (default 127.0.0.1:8080)")
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name, default in (("config", None), ("verbose", False), ("quiet", False), ("json", False)):
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    _setup_logging(args)
+    try:
+        code: int = args.func(args)
+        return code
+    except (ConfigError, PluginError) as e:
+        print(f"bandersnatch-clone: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except LockedError as e:
+        print(f"bandersnatch-clone: {e}; exiting", file=sys.stderr)
+        return EXIT_LOCKED
+    except MirrorError as e:
+        print(f"bandersnatch-clone: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("bandersnatch-clone: interrupted; the next run resumes", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

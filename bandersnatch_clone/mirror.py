@@ -1,0 +1,187 @@
+"""One run against a mirror directory: lock, state, plan, engine, then the commit of the serial."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from bandersnatch_clone.config import Config
+from bandersnatch_clone.plan import (
+    SyncPlan,
+    plan_from_changelog,
+    plan_from_listing,
+    plan_named,
+)
+from bandersnatch_clone.retry import RetryPolicy
+from bandersnatch_clone.state import (
+    Journal,
+    Ledger,
+    MirrorLock,
+    ensure_generation,
+    fold_journal,
+    read_ledger,
+    read_status,
+    write_status,
+)
+from bandersnatch_clone.storage.filesystem import FilesystemStorage
+from bandersnatch_clone.sync import (
+    Engine,
+    EngineSettings,
+    Reporter,
+    RunResult,
+    save_ledger,
+    write_root_index,
+)
+from bandersnatch_clone.upstream import Timeouts, Upstream
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a run did, for the summary and the exit code."""
+
+    serial_before: int
+    serial_after: int
+    planned: int = 0
+    result: RunResult = field(default_factory=RunResult)
+    temp_files_removed: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.result.failed or self.result.aborted else 0
+
+
+def engine_settings(config: Config) -> EngineSettings:
+    m = config.mirror
+    return EngineSettings(
+        directory=m.directory,
+        metadata_workers=m.metadata_workers,
+        download_workers=m.download_workers,
+        json=m.json,
+        release_files=m.release_files,
+        root_uri=m.root_uri or None,
+        stop_on_error=m.stop_on_error,
+        delete_removed_projects=m.delete_removed_projects,
+        cleanup=m.cleanup,
+    )
+
+
+def make_session(config: Config) -> aiohttp.ClientSession:
+    m = config.mirror
+    connector = aiohttp.TCPConnector(
+        limit=m.metadata_workers + m.download_workers + 4, ttl_dns_cache=300
+    )
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=m.connect_timeout, sock_read=m.timeout)
+    return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=True)
+
+
+def make_upstream(
+    config: Config, session: aiohttp.ClientSession, retry: RetryPolicy | None = None
+) -> Upstream:
+    m = config.mirror
+    return Upstream(
+        session,
+        m.upstream,
+        download_url=m.download_url or None,
+        retry=retry or RetryPolicy(attempts=m.retries + 1),
+        timeouts=Timeouts(connect=m.connect_timeout, metadata=m.timeout * 4, idle=m.timeout),
+        user_agent_extra=m.user_agent_extra or None,
+    )
+
+
+async def plan_run(config: Config, upstream: Upstream, ledger: Ledger, status: int) -> SyncPlan:
+    """Ask the upstream what changed since `status` and diff it against the ledger."""
+    m = config.mirror
+    if m.listing == "xmlrpc":
+        last = await upstream.changelog_last_serial()
+        if status == 0:
+            rows = await upstream.list_packages_with_serial()
+            return plan_from_listing(ledger, rows, last, delete_removed=m.delete_removed_projects)
+        if last <= status:
+            return SyncPlan(status, (), ())
+        events = await upstream.changelog_since_serial(status)
+        target = max([last, *(e.serial for e in events)])
+        return plan_from_changelog(ledger, ((e.name, e.serial) for e in events), target)
+    listing = await upstream.listing_if_newer(status)
+    if listing is None:
+        # Nothing happened upstream since the last complete run: one request, no 700k-row diff.
+        return SyncPlan(status, (), ())
+    serial, rows = listing
+    return plan_from_listing(ledger, rows, serial, delete_removed=m.delete_removed_projects)
+
+
+async def run(
+    config: Config,
+    *,
+    names: Sequence[str] | None = None,
+    reporter: Reporter | None = None,
+    session: aiohttp.ClientSession | None = None,
+    retry: RetryPolicy | None = None,
+) -> Outcome:
+    """`mirror` (names None) or `sync NAME...`: one locked run over the configured directory."""
+    directory = config.mirror.directory
+    directory.mkdir(parents=True, exist_ok=True)
+    with MirrorLock(directory):
+        own_session = session is None
+        http = session or make_session(config)
+        try:
+            upstream = make_upstream(config, http, retry)
+            return await _locked_run(config, directory, upstream, names, reporter)
+        finally:
+            if own_session:
+                await http.close()
+
+
+async def _locked_run(
+    config: Config,
+    directory: Path,
+    upstream: Upstream,
+    names: Sequence[str] | None,
+    reporter: Reporter | None,
+) -> Outcome:
+    storage = FilesystemStorage(directory)
+    temp_removed = await storage.clean_temp()
+    if temp_removed:
+        log.info("removed %d temporary files left by an interrupted run", temp_removed)
+    await asyncio.to_thread(ensure_generation, directory)
+    status = await asyncio.to_thread(read_status, directory)
+    ledger = await asyncio.to_thread(read_ledger, directory)
+    journal = Journal(directory)
+    previous = await asyncio.to_thread(journal.load)
+    if previous is not None:
+        fold_journal(ledger, previous)
+        # Persist what the interrupted run finished before its journal is replaced.
+        await save_ledger(directory, ledger)
+        log.info("resuming an interrupted run: %d projects were already done", len(previous.done))
+    if names is not None:
+        plan = plan_named(names)
+    else:
+        plan = await plan_run(config, upstream, ledger, status)
+    outcome = Outcome(status, status, planned=len(plan.fetch) + len(plan.delete))
+    outcome.temp_files_removed = temp_removed
+    if plan.empty and previous is None and plan.target_serial <= status:
+        log.info("nothing to do: upstream serial %d, mirror at %d", plan.target_serial, status)
+        return outcome
+    await asyncio.to_thread(journal.begin, plan.target_serial, len(plan.fetch))
+    engine = Engine(engine_settings(config), storage, upstream, ledger, journal, reporter)
+    try:
+        result = await engine.execute(plan)
+        outcome.result = result
+        if result.changed or previous is not None:
+            complete = not result.failed and not result.aborted and names is None
+            root_serial = plan.target_serial if complete else status
+            await write_root_index(storage, ledger, max(root_serial, status))
+            await save_ledger(directory, ledger)
+        if names is None and not result.failed and not result.aborted:
+            outcome.serial_after = max(status, plan.target_serial)
+            await asyncio.to_thread(write_status, directory, outcome.serial_after)
+        journal.remove()
+    finally:
+        journal.close()
+    return outcome

@@ -1,0 +1,82 @@
+"""Pure planning: (local ledger, upstream serials) -> which projects to fetch, which to delete."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from packaging.utils import NormalizedName, canonicalize_name
+
+from bandersnatch_clone.model import ListedProject
+from bandersnatch_clone.state import Ledger
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedProject:
+    #: PEP 503 normalised name.
+    name: NormalizedName
+    #: The serial the upstream promised; a response older than this is stale. None: unknown.
+    serial: int | None
+    #: The name as listed upstream (kept for the root index).
+    display: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPlan:
+    target_serial: int
+    fetch: tuple[PlannedProject, ...]
+    delete: tuple[str, ...]
+
+    @property
+    def empty(self) -> bool:
+        return not self.fetch and not self.delete
+
+
+def plan_from_listing(
+    ledger: Ledger,
+    listing: Iterable[ListedProject],
+    target_serial: int,
+    *,
+    delete_removed: bool,
+) -> SyncPlan:
+    """Diff a full upstream listing against the ledger.
+
+    A project is fetched when it is new or its serial moved; a project in the ledger but absent from
+    the listing was removed upstream and is deleted (when `delete_removed`).
+    """
+    fetch: list[PlannedProject] = []
+    seen: set[str] = set()
+    for row in listing:
+        name = canonicalize_name(row.name)
+        seen.add(name)
+        entry = ledger.get(name)
+        if entry is None or entry.serial < row.serial:
+            fetch.append(PlannedProject(name, row.serial, row.name))
+    delete = tuple(sorted(n for n in ledger if n not in seen)) if delete_removed else ()
+    return SyncPlan(target_serial, tuple(fetch), delete)
+
+
+def plan_from_changelog(
+    ledger: Ledger, changed: Iterable[tuple[str, int]], target_serial: int
+) -> SyncPlan:
+    """Projects named by changelog events since the last run, each with its newest serial.
+
+    Removals show up as a 404 when the project is fetched, so nothing is planned for deletion here.
+    """
+    newest: dict[NormalizedName, tuple[int, str]] = {}
+    for raw, serial in changed:
+        name = canonicalize_name(raw)
+        if name not in newest or newest[name][0] < serial:
+            newest[name] = (serial, raw)
+    fetch = tuple(
+        PlannedProject(name, serial, raw)
+        for name, (serial, raw) in sorted(newest.items())
+        if name not in ledger or ledger[name].serial < serial
+    )
+    return SyncPlan(target_serial, fetch, ())
+
+
+def plan_named(names: Iterable[str]) -> SyncPlan:
+    """`sync NAME...`: fetch exactly these projects now, whatever their serial."""
+    unique = dict.fromkeys(canonicalize_name(n) for n in names)
+    return SyncPlan(0, tuple(PlannedProject(n, None) for n in unique), ())

@@ -1,0 +1,209 @@
+"""Mirror state on disk: the status serial, the per-project serial ledger, the journal, the lock.
+
+    <directory>/status       last serial at which every project was in step (plain int)
+    <directory>/generation   tree layout version (5, as bandersnatch writes)
+    <directory>/ledger       per project: "<name> <serial> <files> <bytes> [<display>]"
+    <directory>/todo         journal of the running (or interrupted) run, append-only
+    <directory>/.lock        the inter-process lock
+
+The ledger is what makes "what changed" and "what was deleted" a diff against the upstream listing,
+and what the root index is written from: nothing here ever scans ``web/simple/``. It is rewritten
+once per run. The journal gets one appended line per finished project, so an interrupted run loses
+nothing it finished and the total cost stays O(projects), not O(projects²).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import filelock
+
+from bandersnatch_clone.errors import LockedError, StorageError
+
+GENERATION = 5
+_JOURNAL_MAGIC = "bandersnatch-clone-journal 1"
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    serial: int
+    #: How many files (and their total size) the project's pages link to: `status` sums these
+    #: instead of walking the tree.
+    files: int = 0
+    size: int = 0
+    #: The name as the upstream lists it, when it differs from the normalised one.
+    display: str | None = None
+
+    def to_fields(self, name: str) -> str:
+        tail = f" {self.display}" if self.display and self.display != name else ""
+        return f"{name} {self.serial} {self.files} {self.size}{tail}"
+
+    @classmethod
+    def from_fields(cls, parts: list[str]) -> LedgerEntry:
+        display = parts[4] if len(parts) > 4 else None
+        return cls(int(parts[1]), int(parts[2]), int(parts[3]), display)
+
+
+Ledger = dict[str, LedgerEntry]
+
+
+def atomic_write_text(path: Path, text: str, *, fsync: bool = False) -> None:
+    """Replace `path` by temp file + rename in the same directory."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise StorageError(str(path), e.strerror or str(e)) from e
+
+
+def read_status(directory: Path) -> int:
+    """The last fully completed serial; 0 for a new mirror."""
+    try:
+        text = (directory / "status").read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return 0
+    try:
+        return int(text)
+    except ValueError:
+        raise StorageError(str(directory / "status"), f"not a serial: {text[:40]!r}") from None
+
+
+def write_status(directory: Path, serial: int) -> None:
+    atomic_write_text(directory / "status", f"{serial}\n", fsync=True)
+
+
+def ensure_generation(directory: Path) -> None:
+    path = directory / "generation"
+    if not path.exists():
+        atomic_write_text(path, f"{GENERATION}\n")
+
+
+def read_ledger(directory: Path) -> Ledger:
+    ledger: Ledger = {}
+    try:
+        f = (directory / "ledger").open(encoding="utf-8")
+    except FileNotFoundError:
+        return ledger
+    with f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 4:
+                ledger[parts[0]] = LedgerEntry.from_fields(parts)
+    return ledger
+
+
+def write_ledger(directory: Path, ledger: Ledger) -> None:
+    text = "".join(f"{ledger[name].to_fields(name)}\n" for name in sorted(ledger))
+    atomic_write_text(directory / "ledger", text, fsync=True)
+
+
+def display_names(ledger: Ledger) -> Iterator[tuple[str, int]]:
+    """(display name, serial) for every project, sorted by normalised name: the root index rows."""
+    for name in sorted(ledger):
+        entry = ledger[name]
+        yield entry.display or name, entry.serial
+
+
+@dataclass(slots=True)
+class JournalState:
+    """What an interrupted run left: its target serial, what it planned and what it finished."""
+
+    target_serial: int = 0
+    planned: int = 0
+    done: dict[str, LedgerEntry] = field(default_factory=dict)
+    deleted: set[str] = field(default_factory=set)
+
+
+class Journal:
+    """The append-only ``todo`` file of a run.
+
+    Line forms: ``begin <target-serial> <planned-count>``, ``done <ledger line>``,
+    ``deleted <name>``. A torn last line (a crash mid-write) is ignored.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "todo"
+        self._file: int | None = None
+
+    def load(self) -> JournalState | None:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        lines = text.split("\n")
+        if not lines or lines[0] != _JOURNAL_MAGIC:
+            return None
+        state = JournalState()
+        # The last element is "" after a complete line, or a torn fragment: skip it either way.
+        for line in lines[1:-1]:
+            parts = line.split(" ")
+            if parts[0] == "begin" and len(parts) == 3:
+                state.target_serial, state.planned = int(parts[1]), int(parts[2])
+            elif parts[0] == "done" and len(parts) in (5, 6):
+                state.done[parts[1]] = LedgerEntry.from_fields(parts[1:])
+                state.deleted.discard(parts[1])
+            elif parts[0] == "deleted" and len(parts) == 2:
+                state.deleted.add(parts[1])
+                state.done.pop(parts[1], None)
+        return state
+
+    def begin(self, target_serial: int, planned: int) -> None:
+        """Start a fresh journal (after the previous one was folded into the ledger)."""
+        atomic_write_text(self.path, f"{_JOURNAL_MAGIC}\nbegin {target_serial} {planned}\n")
+        self._file = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+
+    def _append(self, line: str) -> None:
+        if self._file is None:
+            raise RuntimeError("journal not begun")
+        os.write(self._file, line.encode("utf-8"))
+
+    def done(self, name: str, entry: LedgerEntry) -> None:
+        self._append(f"done {entry.to_fields(name)}\n")
+
+    def deleted(self, name: str) -> None:
+        self._append(f"deleted {name}\n")
+
+    def close(self) -> None:
+        if self._file is not None:
+            os.close(self._file)
+            self._file = None
+
+    def remove(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+def fold_journal(ledger: Ledger, state: JournalState) -> None:
+    """Apply what an interrupted run finished to the ledger."""
+    ledger.update(state.done)
+    for name in state.deleted:
+        ledger.pop(name, None)
+
+
+class MirrorLock:
+    """One process per mirror: a second run fails at once with `LockedError`."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / ".lock"
+        self._lock = filelock.FileLock(str(self.path), timeout=0)
+
+    def __enter__(self) -> MirrorLock:
+        try:
+            self._lock.acquire()
+        except filelock.Timeout:
+            raise LockedError(str(self.path)) from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()

@@ -1,0 +1,296 @@
+"""The sync engine: plan, fetch, place files, write pages, commit the serial, in that order.
+
+Visibility order (DESIGN.md section 6): a project's files are in place before its pages; every
+project page before the root index; the root index before ``status``. A reader therefore never
+sees a link to a missing file, and a crash at any instant leaves a tree that serves only complete,
+verified files. Finished projects are journalled as they finish, so a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from bandersnatch_clone import layout
+from bandersnatch_clone.errors import (
+    MirrorError,
+    ProjectNotFound,
+    StorageError,
+    UnsafePath,
+    UpstreamError,
+)
+from bandersnatch_clone.model import DistFile, ProjectStatus
+from bandersnatch_clone.parse import LegacyProject
+from bandersnatch_clone.plan import PlannedProject, SyncPlan
+from bandersnatch_clone.render import project_pages, root_pages
+from bandersnatch_clone.state import Journal, Ledger, LedgerEntry, display_names, write_ledger
+from bandersnatch_clone.storage import Storage
+from bandersnatch_clone.upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """The part of the configuration the engine acts on."""
+
+    directory: Path
+    metadata_workers: int = 8
+    download_workers: int = 16
+    json: bool = False
+    release_files: bool = True
+    root_uri: str | None = None
+    stop_on_error: bool = False
+    delete_removed_projects: bool = True
+    cleanup: bool = True
+
+
+class Reporter(Protocol):
+    """What the engine tells the operator; the CLI passes a live `progress.Progress`."""
+
+    def start(self, total_projects: int, /) -> None: ...
+    def file_done(self, size: int, /) -> None: ...
+    def project_done(self, name: str, files: int, size: int, /) -> None: ...
+    def project_failed(self, name: str, reason: str, /) -> None: ...
+
+
+class _Silent:
+    def start(self, total_projects: int, /) -> None:
+        pass
+
+    def file_done(self, size: int, /) -> None:
+        pass
+
+    def project_done(self, name: str, files: int, size: int, /) -> None:
+        pass
+
+    def project_failed(self, name: str, reason: str, /) -> None:
+        log.warning("%s: failed: %s", name, reason)
+
+
+@dataclass(slots=True)
+class RunResult:
+    synced: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    deleted: list[str] = field(default_factory=list)
+    files: int = 0
+    bytes: int = 0
+    aborted: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.synced or self.deleted)
+
+
+class Engine:
+    """Runs one `SyncPlan` against one storage, one upstream and one ledger."""
+
+    def __init__(
+        self,
+        settings: EngineSettings,
+        storage: Storage,
+        upstream: Upstream,
+        ledger: Ledger,
+        journal: Journal,
+        reporter: Reporter | None = None,
+    ) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.upstream = upstream
+        self.ledger = ledger
+        self.journal = journal
+        self.reporter: Reporter = reporter or _Silent()
+        self.result = RunResult()
+        self._metadata_slots = asyncio.Semaphore(settings.metadata_workers)
+        self._download_slots = asyncio.Semaphore(settings.download_workers)
+        self._stop = False
+
+    # -- the run ----------------------------------------------------------------------------
+
+    async def execute(self, plan: SyncPlan) -> RunResult:
+        self.reporter.start(len(plan.fetch))
+        items: Iterator[PlannedProject] = iter(plan.fetch)
+        # Enough projects in flight to keep both the metadata and the download slots busy.
+        width = self.settings.metadata_workers + self.settings.download_workers
+        workers = [self._worker(items) for _ in range(min(width, len(plan.fetch)))]
+        await asyncio.gather(*workers)
+        if not self._stop:
+            for name in plan.delete:
+                await self.delete_project(name)
+        return self.result
+
+    async def _worker(self, items: Iterator[PlannedProject]) -> None:
+        for item in items:
+            if self._stop:
+                return
+            try:
+                await self.sync_project(item)
+            except StorageError as e:
+                # A full or read-only disk fails every project alike: stop at once, say why.
+                self._fail(item.name, str(e))
+                self.result.aborted = str(e)
+                self._stop = True
+            except MirrorError as e:
+                self._fail(item.name, str(e))
+                if self.settings.stop_on_error:
+                    self.result.aborted = f"stop_on_error: {item.name} failed"
+                    self._stop = True
+
+    def _fail(self, name: str, reason: str) -> None:
+        self.result.failed[name] = reason
+        self.reporter.project_failed(name, reason)
+
+    # -- one project ------------------------------------------------------------------------
+
+    async def sync_project(self, item: PlannedProject) -> None:
+        name = item.name
+        async with self._metadata_slots:
+            try:
+                detail = await self.upstream.project(name, item.serial)
+            except ProjectNotFound:
+                if self.settings.delete_removed_projects and name in self.ledger:
+                    await self.delete_project(name)
+                elif name not in self.ledger:
+                    log.info("%s: not found upstream, nothing to do", name)
+                return
+            legacy = await self._legacy_json(name, item.serial) if self.settings.json else None
+        offered = () if detail.status is ProjectStatus.QUARANTINED else detail.files
+        placed, downloaded = await self._place_files(name, offered)
+        local = replace(detail, name=name, files=tuple(placed))
+        page_dir = layout.project_dir(local.name)
+        old_page = await self.storage.read_bytes(page_dir / layout.V1_JSON_PAGE)
+        pages = project_pages(local)
+        for page, body in pages.items():
+            await self.storage.write_bytes(page_dir / page, body)
+        if self.settings.json:
+            for path in layout.json_paths(local.name):
+                if legacy is None:
+                    await self.storage.delete(path)
+                else:
+                    await self.storage.write_bytes(path, legacy.raw)
+        if old_page is not None and self.settings.cleanup:
+            keep = set(layout.linked_paths(pages[layout.V1_JSON_PAGE], self.settings.root_uri))
+            for path in layout.linked_paths(old_page, self.settings.root_uri):
+                if path not in keep:
+                    await self.storage.delete(path)
+        display = item.display or (self.ledger[name].display if name in self.ledger else None)
+        size = sum(f.size or 0 for f in placed)
+        entry = LedgerEntry(detail.serial, len(placed), size, display)
+        self.ledger[name] = entry
+        self.journal.done(name, entry)
+        self.result.synced.append(name)
+        self.reporter.project_done(name, downloaded[0], downloaded[1])
+
+    async def _legacy_json(self, name: str, serial: int | None) -> LegacyProject | None:
+        """The JSON API document; None when PyPI has none (a project with no releases 404s
+        there while its simple page answers 200 with no files)."""
+        try:
+            return await self.upstream.legacy_json(name, serial)
+        except ProjectNotFound:
+            return None
+
+    async def _place_files(
+        self, name: str, files: tuple[DistFile, ...]
+    ) -> tuple[list[DistFile], tuple[int, int]]:
+        """Download what is missing, files of one project in parallel.
+
+        Returns the page's file list and (files, bytes) downloaded for it.
+        """
+        jobs: dict[PurePosixPath, DistFile] = {}
+        for f in files:
+            try:
+                path = layout.file_path(f.url, f.filename, f.sha256)
+            except UnsafePath as e:
+                log.warning("%s: skipping file: %s", name, e)
+                continue
+            if f.sha256 is None:
+                log.warning("%s: skipping %s: upstream gives no sha256", name, f.filename)
+                continue
+            jobs.setdefault(path, f)
+        if not self.settings.release_files:
+            return list(jobs.values()), (0, 0)
+        results = await asyncio.gather(
+            *(self._place_file(path, f) for path, f in jobs.items()), return_exceptions=True
+        )
+        placed: list[DistFile] = []
+        count = size = 0
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+            placed.append(result[0])
+            if result[1] is not None:
+                count, size = count + 1, size + result[1]
+        return placed, (count, size)
+
+    async def _place_file(self, path: PurePosixPath, f: DistFile) -> tuple[DistFile, int | None]:
+        """Make sure one file is in place; returns its page entry and the bytes downloaded."""
+        assert f.sha256 is not None
+        written: int | None = None
+        have = await self.storage.size(path)
+        if have is None or (f.size is not None and have != f.size):
+            async with self._download_slots:
+                sink = await self.storage.open_temp()
+                try:
+                    written = await self.upstream.download(f.url, f.sha256, sink)
+                    await sink.commit(path)
+                except BaseException:
+                    await sink.abort()
+                    raise
+            self.result.files += 1
+            self.result.bytes += written
+            self.reporter.file_done(written)
+        core_metadata = await self._place_metadata(path, f)
+        link = layout.page_link(path, self.settings.root_uri)
+        # PEP 700 makes size mandatory; an upstream on api-version 1.0 may not give it.
+        size = f.size if f.size is not None else (written if written is not None else have)
+        return replace(f, url=link, core_metadata=core_metadata, size=size), written
+
+    async def _place_metadata(self, path: PurePosixPath, f: DistFile) -> dict[str, str] | None:
+        """PEP 658/714: mirror ``<file>.metadata`` byte for byte when the upstream offers it."""
+        if f.core_metadata is None:
+            return None
+        expected = f.core_metadata.get("sha256")
+        mpath = layout.metadata_path(path)
+        if await self.storage.size(mpath) is None:
+            try:
+                async with self._download_slots:
+                    body = await self.upstream.fetch_bytes(f.url + ".metadata", expected)
+            except UpstreamError as e:
+                # Offered but not served: leave it out of our page rather than fail the project.
+                log.warning("%s: core metadata not mirrored: %s", f.filename, e)
+                return None
+            await self.storage.write_bytes(mpath, body)
+        return dict(f.core_metadata)
+
+    # -- removal and the root index ---------------------------------------------------------
+
+    async def delete_project(self, name: str) -> None:
+        """Remove a project: pages first (nothing links to its files any more), then the files."""
+        page_dir = layout.project_dir(layout.normalize(name))
+        old_page = await self.storage.read_bytes(page_dir / layout.V1_JSON_PAGE)
+        for page in (layout.V1_JSON_PAGE, layout.V1_HTML_PAGE, layout.HTML_PAGE):
+            await self.storage.delete(page_dir / page)
+        for path in layout.json_paths(layout.normalize(name)):
+            await self.storage.delete(path)
+        if old_page is not None:
+            for path in layout.linked_paths(old_page, self.settings.root_uri):
+                await self.storage.delete(path)
+        self.ledger.pop(name, None)
+        self.journal.deleted(name)
+        self.result.deleted.append(name)
+        log.info("%s: deleted (removed upstream)", name)
+
+
+async def write_root_index(storage: Storage, ledger: Ledger, serial: int) -> None:
+    """The root index in its three forms, from the ledger (never from a scan of web/simple/)."""
+    pages = await asyncio.to_thread(root_pages, display_names(ledger), serial)
+    for page, body in pages.items():
+        await storage.write_bytes(layout.SIMPLE / page, body)
+
+
+async def save_ledger(directory: Path, ledger: Ledger) -> None:
+    await asyncio.to_thread(write_ledger, directory, ledger)

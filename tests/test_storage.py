@@ -1,0 +1,79 @@
+"""Filesystem storage: atomic writes, compare-before-replace, temp files never in web/."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from bandersnatch_clone.errors import StorageError
+from bandersnatch_clone.storage.filesystem import FilesystemStorage
+
+PAGE = PurePosixPath("web/simple/foo/index.html")
+
+
+async def test_write_bytes_skips_identical_content(tmp_path: Path) -> None:
+    storage = FilesystemStorage(tmp_path)
+    first = await storage.write_bytes(PAGE, b"one")
+    os.utime(tmp_path / PAGE, (1, 1))
+    second = await storage.write_bytes(PAGE, b"one")
+    assert (first, second, (tmp_path / PAGE).stat().st_mtime) == (True, False, 1)
+
+
+async def test_temp_file_invisible_until_commit(tmp_path: Path) -> None:
+    storage = FilesystemStorage(tmp_path)
+    target = PurePosixPath("web/packages/ab/cd/f.whl")
+    temp = await storage.open_temp()
+    await temp.write(b"partial")
+    web_files = (
+        [p for p in (tmp_path / "web").rglob("*") if p.is_file()]
+        if (tmp_path / "web").exists()
+        else []
+    )
+    await temp.reset()
+    await temp.write(b"complete")
+    await temp.commit(target)
+    assert (web_files, (tmp_path / target).read_bytes(), list((tmp_path / ".tmp").iterdir())) == (
+        [],
+        b"complete",
+        [],
+    )
+
+
+async def test_abort_leaves_nothing(tmp_path: Path) -> None:
+    storage = FilesystemStorage(tmp_path)
+    temp = await storage.open_temp()
+    await temp.write(b"x")
+    await temp.abort()
+    assert list((tmp_path / ".tmp").iterdir()) == []
+
+
+async def test_delete_prunes_empty_folders_but_keeps_the_skeleton(tmp_path: Path) -> None:
+    storage = FilesystemStorage(tmp_path)
+    path = PurePosixPath("web/packages/ab/cd/ef/f.whl")
+    await storage.write_bytes(path, b"x")
+    removed = await storage.delete(path)
+    assert (
+        removed,
+        (tmp_path / "web/packages").is_dir(),
+        (tmp_path / "web/packages/ab").exists(),
+    ) == (
+        True,
+        True,
+        False,
+    )
+
+
+async def test_clean_temp_removes_leftovers(tmp_path: Path) -> None:
+    storage = FilesystemStorage(tmp_path)
+    (tmp_path / ".tmp").mkdir()
+    (tmp_path / ".tmp" / "part-1").write_bytes(b"x")
+    assert (await storage.clean_temp(), (tmp_path / ".tmp").exists()) == (1, False)
+
+
+@pytest.mark.parametrize("path", ["../outside", "/etc/passwd", "web/../../x"])
+async def test_refuses_paths_outside_the_directory(tmp_path: Path, path: str) -> None:
+    storage = FilesystemStorage(tmp_path / "m")
+    with pytest.raises(StorageError):
+        await storage.write_bytes(PurePosixPath(path), b"x")
