@@ -80,6 +80,8 @@ def cmd_mirror(args: argparse.Namespace, names: Sequence[str] | None = None) -> 
         deleted=len(outcome.result.deleted),
         exit_code=outcome.exit_code,
     )
+    if outcome.result.aborted:
+        print(f"bandersnatch-clone: run stopped early: {outcome.result.aborted}", file=sys.stderr)
     if args.json:
         print(summary.to_json())
     else:
@@ -152,7 +154,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     directory = target if target.is_dir() else load_config(target).mirror.directory
     if not (directory / "web").is_dir():
         raise ConfigError(str(directory), None, "no web/ folder here: not a mirror directory")
-    run_serve(directory, args.bind)
+    run_serve(directory, args.bind, log_requests=args.log_requests)
     return EXIT_OK
 
 
@@ -234,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("target", nargs="?", help="mirror directory or config file")
     p.add_argument("--bind", default="127.0.0.1:8080", help="HOST:PORT (default 127.0.0.1:8080)")
+    p.add_argument("--log-requests", action="store_true", help="log one line per request")
     p.set_defaults(func=cmd_serve)
     return parser
 

@@ -204,7 +204,10 @@ def _file(entry: object, url: str) -> DistFile:
         raise BadUpstreamData(url, f"{filename}: size {size!r} is not a non-negative integer")
     upload_time = _opt_str(entry, "upload-time", url)
     if upload_time is not None and not _UPLOAD_TIME.fullmatch(upload_time):
-        raise BadUpstreamData(url, f"{filename}: upload-time {upload_time!r} is not PEP 700 form")
+        # A malformed optional field is dropped, not fatal: the file itself is still good, and
+        # passing the text on would hand clients (uv --exclude-newer) something they reject.
+        log.warning("%s: %s: dropping malformed upload-time %r", url, filename, upload_time)
+        upload_time = None
     provenance = _opt_str(entry, "provenance", url)
     return DistFile(
         filename=filename,

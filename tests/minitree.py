@@ -1,4 +1,8 @@
-"""A small hand-made mirror tree (real wheels, an sdist, PEP 658 metadata) for the serving tests."""
+"""A small hand-made mirror tree (real wheels, an sdist, PEP 658 metadata) for the serving tests.
+
+Also what the end-to-end tests share to run real programs on loopback: nginx over a tree with
+examples/nginx.conf, polling a server until it answers, stopping it, and pip's command line.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,21 @@ import http.client
 import io
 import json
 import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
 import sys
 import tarfile
+import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import pytest
 from packaging.utils import canonicalize_name
 
 from bandersnatch_clone.layout import (
@@ -379,24 +392,26 @@ def _b64(digest: bytes) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def pip_download_args(index_url: str, project: str, dest: Path) -> list[str]:
-    """``pip download`` of one wheel from ``index_url`` only, with no cache and no config."""
+def pip_command(subcommand: str, index_url: str, *args: str) -> list[str]:
+    """``pip <subcommand>`` against ``index_url`` only, wheels only, with no cache and no config."""
     return [
         sys.executable,
         "-m",
         "pip",
-        "download",
+        subcommand,
         "--isolated",  # ignores PIP_* variables and config files
         "--disable-pip-version-check",
         "--no-cache-dir",
-        "--no-deps",
         "--only-binary=:all:",
         "--index-url",
         index_url,
-        "--dest",
-        str(dest),
-        project,
+        *args,
     ]
+
+
+def pip_download_args(index_url: str, project: str, dest: Path) -> list[str]:
+    """``pip download`` of one wheel from ``index_url`` only, with no cache and no config."""
+    return pip_command("download", index_url, "--no-deps", "--dest", str(dest), project)
 
 
 def pip_env() -> dict[str, str]:
@@ -404,3 +419,98 @@ def pip_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env["NO_PROXY"] = "127.0.0.1"
     return env
+
+
+# --- real servers on loopback -------------------------------------------------------------------
+
+#: The nginx config under test, used as shipped with only its two placeholders substituted.
+NGINX_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "nginx.conf"
+
+
+@dataclass(frozen=True)
+class Running:
+    """A server process listening on 127.0.0.1:port; its stdout and stderr go to ``log``."""
+
+    port: int
+    log: Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def nginx_binary() -> str | None:
+    found = shutil.which("nginx")
+    if found is None and os.access("/usr/sbin/nginx", os.X_OK):
+        found = "/usr/sbin/nginx"
+    return found
+
+
+def wait_until_answering(proc: subprocess.Popen[bytes], port: int, log: Path, what: str) -> None:
+    """Poll ``GET /simple/`` until the server answers anything at all; fail at a deadline."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
+        try:
+            http_get(port, "/simple/")
+            return
+        except (OSError, http.client.HTTPException):
+            time.sleep(0.05)
+    pytest.fail(f"{what} did not answer on {port}:\n{log.read_text(errors='replace')}")
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM) -> None:
+    """Send ``sig`` (nginx: SIGTERM is a fast shutdown that waits for its workers) and reap."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def running_nginx(binary: str, web_root: Path, run_dir: Path) -> Iterator[Running]:
+    """nginx with examples/nginx.conf over ``web_root``, from its start until it answers to its end.
+
+    What an unprivileged run needs besides goes on nginx's command line: ``-p`` (prefix, for the
+    example's relative temp directories), ``-e`` (error log) and ``-g`` (``daemon off``, the pid
+    file and, when the tests run as root, ``user`` so that workers can read the tree in tmp_path).
+    The example's access log goes to stdout, so to ``Running.log``.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    template = NGINX_EXAMPLE.read_text()
+    assert (template.count("__ROOT__"), template.count("__LISTEN__")) >= (1, 1)
+    port = free_port()
+    conf = template.replace("__ROOT__", str(web_root)).replace("__LISTEN__", f"127.0.0.1:{port}")
+    (run_dir / "nginx.conf").write_text(conf)
+    directives = f"daemon off; pid {run_dir / 'nginx.pid'};"
+    if os.geteuid() == 0:
+        directives += f" user {pwd.getpwuid(os.getuid()).pw_name};"
+    log = run_dir / "output.log"
+    argv = [
+        binary,
+        "-p",
+        f"{run_dir}/",
+        "-e",
+        str(run_dir / "error.log"),
+        "-c",
+        str(run_dir / "nginx.conf"),
+    ]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*argv, "-g", directives],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        wait_until_answering(proc, port, log, "nginx")
+        yield Running(port, log)
+    finally:
+        stop_process(proc)

@@ -1,21 +1,13 @@
 """examples/nginx.conf run by the real nginx: negotiation, types, caching, redirects, safety, pip.
 
-The example is used as shipped, with only its two placeholders substituted (__ROOT__, __LISTEN__).
-What an unprivileged run needs besides goes on nginx's command line: ``-p`` (prefix, for the
-example's relative temp directories), ``-e`` (error log) and ``-g`` (``daemon off``, the pid
-file and, when the tests run as root, ``user`` so that workers can read the tree in tmp_path).
+The example is used as shipped, with only its two placeholders substituted (__ROOT__, __LISTEN__):
+see `tests.minitree.running_nginx` for the command line around it.
 """
 
 from __future__ import annotations
 
 import gzip
-import os
-import pwd
-import shutil
-import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +28,14 @@ from tests.minitree import (
     Reply,
     build_minitree,
     http_get,
+    nginx_binary,
     pip_download_args,
     pip_env,
+    running_nginx,
 )
 
 pytestmark = pytest.mark.slow
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "nginx.conf"
 PAGE_FOR = {TEXT_HTML: HTML_PAGE, V1_HTML: V1_HTML_PAGE, V1_JSON: V1_JSON_PAGE}
 PAGE_CACHE = "max-age=600"
 FILE_CACHE = "max-age=365000000, immutable"
@@ -57,75 +50,15 @@ class Nginx:
         return http_get(self.port, target, headers, method)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _nginx_binary() -> str | None:
-    found = shutil.which("nginx")
-    if found is None and os.access("/usr/sbin/nginx", os.X_OK):
-        found = "/usr/sbin/nginx"
-    return found
-
-
-def _wait_until_listening(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"nginx exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"nginx did not listen on {port}:\n{log.read_text(errors='replace')}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    # SIGTERM: fast shutdown; the master stops its workers and waits for them before it exits.
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @pytest.fixture(scope="module")
 def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
-    binary = _nginx_binary()
+    binary = nginx_binary()
     if binary is None:
         pytest.skip("nginx is not installed (Debian/Ubuntu: apt-get install nginx-light)")
     base = tmp_path_factory.mktemp("nginx")
     tree = build_minitree(base / "mirror")
-    run = base / "run"
-    run.mkdir()
-    template = EXAMPLE.read_text()
-    assert (template.count("__ROOT__"), template.count("__LISTEN__")) >= (1, 1)
-    port = _free_port()
-    conf = template.replace("__ROOT__", str(tree.web)).replace("__LISTEN__", f"127.0.0.1:{port}")
-    (run / "nginx.conf").write_text(conf)
-    directives = f"daemon off; pid {run / 'nginx.pid'};"
-    if os.geteuid() == 0:
-        directives += f" user {pwd.getpwuid(os.getuid()).pw_name};"
-    log = run / "output.log"
-    argv = [binary, "-p", f"{run}/", "-e", str(run / "error.log"), "-c", str(run / "nginx.conf")]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [*argv, "-g", directives],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    try:
-        _wait_until_listening(proc, port, log)
-        yield Nginx(port, tree)
-    finally:
-        _stop(proc)
+    with running_nginx(binary, tree.web, base / "run") as running:
+        yield Nginx(running.port, tree)
 
 
 # --- negotiation: the same table as the Python server -------------------------------------------

@@ -279,7 +279,6 @@ def test_newer_minor_version_warns_once(caplog: pytest.LogCaptureFixture) -> Non
         (with_file(size=1.5), "size"),
         (with_file(yanked=1), "yanked"),
         (with_file(**{"requires-python": 3}), "requires-python"),
-        (with_file(**{"upload-time": "yesterday"}), "upload-time"),
         (with_file(**{"core-metadata": "yes"}), "core-metadata"),
     ],
 )
@@ -449,3 +448,8 @@ def test_fault_keeps_its_text() -> None:
 def test_bad_xmlrpc_is_refused(raw: bytes) -> None:
     with pytest.raises(BadUpstreamData):
         parse_xmlrpc(raw, "u")
+
+
+def test_malformed_upload_time_is_dropped_not_fatal() -> None:
+    detail = parse_project_json(with_file(**{"upload-time": "yesterday"}), PAGE)
+    assert [f.upload_time for f in detail.files] == [None]

@@ -1,0 +1,171 @@
+"""`delete NAME...`: remove projects: from the ledger and root index first, then pages and files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from types import MappingProxyType
+
+from humanfriendly import format_size
+from packaging.utils import NormalizedName
+
+from bandersnatch_clone import layout
+from bandersnatch_clone.config import Config
+from bandersnatch_clone.errors import StorageError, UnsafePath
+from bandersnatch_clone.state import (
+    Journal,
+    Ledger,
+    MirrorLock,
+    fold_journal,
+    read_ledger,
+    read_status,
+)
+from bandersnatch_clone.storage.filesystem import FilesystemStorage
+from bandersnatch_clone.sync import save_ledger, write_root_index
+
+log = logging.getLogger(__name__)
+
+_PAGES = (layout.V1_JSON_PAGE, layout.V1_HTML_PAGE, layout.HTML_PAGE)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteSummary:
+    """What `run_delete` removed (or, with ``dry_run``, would remove)."""
+
+    #: Normalised names of the projects removed, in the order given.
+    deleted: tuple[str, ...]
+    #: Names as given that match no project here -> why.
+    unknown: Mapping[str, str]
+    #: Files under ``web/`` removed (pages, JSON copies, distribution and ``.metadata`` files).
+    files_removed: int
+    bytes_removed: int
+    dry_run: bool
+    exit_code: int
+
+    def render_text(self) -> str:
+        verb = "would delete" if self.dry_run else "deleted"
+        lines = [
+            f"{verb} {len(self.deleted):,} projects: {self.files_removed:,} files, "
+            f"{format_size(self.bytes_removed)}"
+        ]
+        lines += [f"  {name}" for name in self.deleted]
+        if self.unknown:
+            lines.append(f"{len(self.unknown):,} names not found:")
+            lines += [f"  {name}: {why}" for name, why in self.unknown.items()]
+        lines.append(f"exit code {self.exit_code}")
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "deleted": list(self.deleted),
+                "unknown": dict(self.unknown),
+                "files_removed": self.files_removed,
+                "bytes_removed": self.bytes_removed,
+                "dry_run": self.dry_run,
+                "exit_code": self.exit_code,
+            },
+            indent=2,
+        )
+
+
+def load_ledger(directory: Path) -> tuple[Ledger, bool]:
+    """The ledger with what an interrupted run finished folded in (its pages are on disk), and
+    whether there was such a journal to fold."""
+    ledger = read_ledger(directory)
+    pending = Journal(directory).load()
+    if pending is not None:
+        fold_journal(ledger, pending)
+    return ledger, pending is not None
+
+
+async def commit_ledger(storage: FilesystemStorage, ledger: Ledger, folded_journal: bool) -> None:
+    """Root index (at the status serial), then the ledger; a folded journal is then spent.
+
+    Dropping the journal is what `mirror` does when it resumes (fold, save, start afresh): its
+    next plan is a diff of the upstream listing against this ledger, which loses nothing.
+    """
+    directory = storage.root
+    status = await asyncio.to_thread(read_status, directory)
+    await write_root_index(storage, ledger, status)
+    await save_ledger(directory, ledger)
+    if folded_journal:
+        await asyncio.to_thread(Journal(directory).remove)
+
+
+def project_paths(
+    storage: FilesystemStorage, name: NormalizedName, root_uri: str | None
+) -> dict[PurePosixPath, int]:
+    """Every existing file of a project -> its size, in removal order: pages (so nothing links to
+    the files any more), JSON API copies, then the files its JSON page links to. Blocking."""
+    page_dir = layout.project_dir(name)
+    found: dict[PurePosixPath, int] = {}
+    candidates = [page_dir / page for page in _PAGES] + list(layout.json_paths(name))
+    body = storage.read_bytes_sync(page_dir / layout.V1_JSON_PAGE)
+    if body is not None:
+        candidates += layout.linked_paths(body, root_uri)
+    for path in candidates:
+        try:
+            found.setdefault(path, os.stat(storage.resolve(path)).st_size)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return found
+
+
+async def run_delete(
+    config: Config, names: Sequence[str], *, dry_run: bool = False
+) -> tuple[int, DeleteSummary]:
+    """`delete NAME...`: remove the named projects, under the mirror's lock.
+
+    Names are normalised (PEP 503). A name that matches neither a ledger entry nor pages on disk
+    is reported (exit 1) and the others are still deleted. Order: the ledger and the root index
+    stop naming the projects first, then their pages go, then their files, so a reader never
+    follows a link to something already removed. A project the upstream still lists comes back
+    at the next `mirror` unless a filter excludes it. Raises `LockedError` when the lock is held.
+    """
+    directory = config.mirror.directory
+    if not directory.is_dir():
+        raise StorageError(str(directory), "no mirror here (the directory does not exist)")
+    with MirrorLock(directory):
+        storage = FilesystemStorage(directory)
+        ledger, folded = await asyncio.to_thread(load_ledger, directory)
+        root_uri = config.mirror.root_uri or None
+        doomed: dict[NormalizedName, dict[PurePosixPath, int]] = {}
+        unknown: dict[str, str] = {}
+        for raw in names:
+            try:
+                name = layout.normalize(raw)
+            except UnsafePath:
+                unknown[raw] = "not a valid project name"
+                continue
+            if name in doomed:
+                continue
+            paths = await asyncio.to_thread(project_paths, storage, name, root_uri)
+            if name not in ledger and not paths:
+                unknown[raw] = "no such project in this mirror"
+                continue
+            doomed[name] = paths
+        if doomed and not dry_run:
+            for name in doomed:
+                ledger.pop(name, None)
+            await commit_ledger(storage, ledger, folded)
+            for name, paths in doomed.items():
+                for path in paths:
+                    await storage.delete(path)
+                log.info("%s: deleted (%d files)", name, len(paths))
+    for raw, why in unknown.items():
+        log.warning("%s: %s", raw, why)
+    summary = DeleteSummary(
+        deleted=tuple(doomed),
+        unknown=MappingProxyType(unknown),
+        files_removed=sum(len(p) for p in doomed.values()),
+        bytes_removed=sum(sum(p.values()) for p in doomed.values()),
+        dry_run=dry_run,
+        exit_code=1 if unknown else 0,
+    )
+    return summary.exit_code, summary

@@ -1,0 +1,329 @@
+"""The scenarios of issue 4: each starts a fake upstream, runs both mirrors against it in turn
+and returns one `Row` per case.
+
+(e) the ceiling, (a) a first sync of big files and (d) verify share one upstream and one pair of
+mirrors; (b) a slow link and (c) PyPI scale have an upstream each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks import tools
+from benchmarks.measure import Measurement, run_measured
+from benchmarks.report import Row, text
+from benchmarks.upstream import ROOT, UpstreamProcess, make_certificate
+
+MB = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    workdir: Path
+    cache: Path
+    #: None: bandersnatch is left out (its column says why).
+    bandersnatch: Path | None
+    upstream_cpus: set[int] | None
+    client_cpus: set[int] | None
+    big_mb: int
+    file_mb: int
+    slow_projects: int
+    slow_latency: float
+    scale_projects: int
+    #: Seconds bandersnatch may spend on the fresh (c) sync before it is stopped.
+    scale_cap: float
+    #: Seconds our fresh (c) sync may take before it is stopped (a safety net, not a target).
+    ours_cap: float
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "benchmark.log"
+
+    def fresh(self, name: str) -> Path:
+        path = self.workdir / name
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        return path
+
+    def run(
+        self, argv: list[str], *, env: dict[str, str] | None = None, cap: float | None = None
+    ) -> Measurement:
+        os.sync()  # the previous run's dirty pages are not this run's cost
+        m = run_measured(
+            argv, log=self.log, env=env, cwd=ROOT, cpus=self.client_cpus, time_limit=cap
+        )
+        print(f"    {Path(argv[0]).name} {argv[-1]}: {m.brief()}", flush=True)
+        return m
+
+
+NO_BANDERSNATCH = "bandersnatch not installed (--no-bandersnatch)"
+
+
+def _theirs(ctx: Context, run: Callable[[Path], Measurement]) -> tuple[Measurement | None, str]:
+    return (None, NO_BANDERSNATCH) if ctx.bandersnatch is None else (run(ctx.bandersnatch), "")
+
+
+def _count(directory: Path, suffix: str) -> int:
+    return sum(1 for p in (directory / "web" / "packages").rglob(f"*{suffix}"))
+
+
+def _report(rows: list[Row]) -> list[Row]:
+    for row in rows:
+        print(text(row), flush=True)
+    return rows
+
+
+# -- (e), (a), (d): big files on loopback ------------------------------------------------------
+
+
+def big_files(ctx: Context) -> list[Row]:
+    n_files = max(1, ctx.big_mb // ctx.file_mb)
+    tls = make_certificate(ctx.cache / "tls")
+    print(f"(e/a/d) {n_files} wheels of {ctx.file_mb} MiB", flush=True)
+    with UpstreamProcess(
+        projects=n_files,
+        files_per_project=1,
+        file_size=ctx.file_mb << 20,
+        blob_cache_mb=n_files * (ctx.file_mb + 1) + 64,  # every body stays built after warm-up
+        tls=tls,
+        cpus=ctx.upstream_cpus,
+        log=ctx.log,
+    ) as up:
+        files = up.files()  # also builds and caches every file on the server: a warm upstream
+        total = sum(f.size for f in files) / MB
+        case = f"{len(files)} wheels, {total:,.0f} MB"
+        listing = ctx.workdir / "files.json"
+        listing.write_text(json.dumps([{"url": f.url, "sha256": f.sha256} for f in files]))
+
+        limit = ctx.fresh("limit")
+        e = ctx.run([sys.executable, "-m", "benchmarks.limit", str(listing), str(limit)])
+        shutil.rmtree(limit)
+        row_e = Row(
+            "e",
+            f"plain download + sha256, 16 at once: {case}",
+            ours=e,
+            work=total,
+            unit="MB",
+            theirs_note="n/a",
+            note="the ceiling for (a)",
+        )
+
+        ours_dir = ctx.fresh("big-ours")
+        ours_cfg = tools.write_clone_config(
+            ctx.workdir / "big-ours.toml",
+            tools.MirrorSettings(ours_dir, up.url, json=True),
+        )
+        ours = ctx.run(tools.clone_mirror(ours_cfg))
+        wheels = _count(ours_dir, ".whl")
+
+        rows = [row_e]
+        theirs_cfg = ctx.workdir / "big-bandersnatch.conf"
+        theirs_dir = ctx.workdir / "big-bandersnatch"
+        counts: dict[int, int] = {}
+        for workers in (3, 10):
+
+            def bandersnatch(exe: Path, workers: int = workers) -> Measurement:
+                theirs_dir = ctx.fresh("big-bandersnatch")
+                settings = tools.MirrorSettings(theirs_dir, up.url, json=True, workers=workers)
+                tools.write_bandersnatch_config(theirs_cfg, settings)
+                m = ctx.run(tools.bandersnatch_mirror(exe, theirs_cfg))
+                counts[workers] = _count(theirs_dir, ".whl")
+                return m
+
+            theirs, why = _theirs(ctx, bandersnatch)
+            share = ours.wall and e.wall / ours.wall
+            rows.append(
+                Row(
+                    "a",
+                    f"first sync, {case}; bandersnatch workers={workers}",
+                    ours,
+                    theirs,
+                    work=total,
+                    unit="MB",
+                    theirs_note=why,
+                    target="no slower than bandersnatch; >= 90% of (e)",
+                    note=f"ours = {share:.0%} of (e) throughput; wheels mirrored of "
+                    f"{len(files)}: ours {wheels}, bandersnatch {counts.get(workers, '-')}",
+                )
+            )
+
+        # (d) verify the whole mirror from (a), each tool its own.
+        verify = tools.clone_verify(ours_cfg)
+        ours_v = ctx.run(verify) if verify is not None else None
+        env = dict(os.environ, SSL_CERT_FILE=str(tls[0]))
+
+        def bandersnatch_verify(exe: Path) -> Measurement:
+            settings = tools.MirrorSettings(theirs_dir, up.https_url, json=True, workers=10)
+            tools.write_bandersnatch_config(theirs_cfg, settings)
+            return ctx.run(tools.bandersnatch_verify(exe, theirs_cfg), env=env)
+
+        theirs_v, why = _theirs(ctx, bandersnatch_verify)
+        rows.append(
+            Row(
+                "d",
+                f"verify the mirror of (a): {case}",
+                ours_v,
+                theirs_v,
+                work=total,
+                unit="MB",
+                ours_note="" if verify else "not implemented yet",
+                theirs_note=why,
+                target=">= 2x bandersnatch verify, memory flat",
+                note="files are in the page cache (just written); bandersnatch: https "
+                "upstream on the TLS port, no --json-update",
+            )
+        )
+    for name in ("big-ours", "big-bandersnatch"):
+        shutil.rmtree(ctx.workdir / name, ignore_errors=True)
+    return _report(rows)
+
+
+# -- (b): a slow link ---------------------------------------------------------------------------
+
+
+def slow_link(ctx: Context) -> list[Row]:
+    n = ctx.slow_projects
+    latency_ms = ctx.slow_latency * 1000
+    print(f"(b) {n} small projects, {latency_ms:.0f} ms per request", flush=True)
+    with UpstreamProcess(
+        projects=n, latency=ctx.slow_latency, cpus=ctx.upstream_cpus, log=ctx.log
+    ) as up:
+        up.files(threads=64)  # build every file once, so neither tool pays for it
+        ours_dir = ctx.fresh("slow-ours")
+        cfg = tools.write_clone_config(
+            ctx.workdir / "slow-ours.toml", tools.MirrorSettings(ours_dir, up.url)
+        )
+        ours = ctx.run(tools.clone_mirror(cfg))
+        shutil.rmtree(ours_dir)
+        rows = []
+        for workers, target in ((3, ">= 10x bandersnatch"), (10, ">= 3x bandersnatch")):
+
+            def bandersnatch(exe: Path, workers: int = workers) -> Measurement:
+                directory = ctx.fresh("slow-bandersnatch")
+                conf = tools.write_bandersnatch_config(
+                    ctx.workdir / "slow-bandersnatch.conf",
+                    tools.MirrorSettings(directory, up.url, workers=workers),
+                )
+                m = ctx.run(tools.bandersnatch_mirror(exe, conf))
+                shutil.rmtree(directory)
+                return m
+
+            theirs, why = _theirs(ctx, bandersnatch)
+            rows.append(
+                Row(
+                    "b",
+                    f"{n:,} small projects (2 files each), +{latency_ms:.0f} ms a request; "
+                    f"ours: default workers, bandersnatch workers={workers}",
+                    ours,
+                    theirs,
+                    work=n,
+                    unit="projects",
+                    theirs_note=why,
+                    target=target,
+                )
+            )
+    return _report(rows)
+
+
+# -- (c): PyPI scale, index only ----------------------------------------------------------------
+
+
+def _bandersnatch_done(directory: Path) -> int:
+    simple = directory / "web" / "simple"
+    return sum(1 for e in os.scandir(simple) if e.is_dir()) if simple.is_dir() else 0
+
+
+def _mark_complete(directory: Path, serial: int) -> None:
+    """Make a capped bandersnatch mirror look complete at ``serial`` (so its next runs are
+    "nothing changed" and "100 changed" runs rather than a resumed first sync)."""
+    (directory / "todo").unlink(missing_ok=True)
+    (directory / "status").write_text(str(serial))
+
+
+def pypi_scale(ctx: Context) -> list[Row]:
+    n = ctx.scale_projects
+    print(f"(c) {n:,} projects, index only", flush=True)
+    with UpstreamProcess(projects=n, cpus=ctx.upstream_cpus, log=ctx.log) as up:
+        ours_dir = ctx.fresh("scale-ours")
+        ours_cfg = tools.write_clone_config(
+            ctx.workdir / "scale-ours.toml",
+            tools.MirrorSettings(ours_dir, up.url, release_files=False),
+        )
+        theirs_dir = ctx.fresh("scale-bandersnatch")
+        theirs_cfg = tools.write_bandersnatch_config(
+            ctx.workdir / "scale-bandersnatch.conf",
+            tools.MirrorSettings(theirs_dir, up.url, release_files=False),
+        )
+        done: dict[str, int] = {}
+
+        def fresh_theirs(exe: Path) -> Measurement:
+            m = ctx.run(tools.bandersnatch_mirror(exe, theirs_cfg), cap=ctx.scale_cap)
+            done["theirs"] = _bandersnatch_done(theirs_dir)
+            if (theirs_dir / "todo").exists():
+                _mark_complete(theirs_dir, up.state()["serial"])
+            return m
+
+        ours = ctx.run(tools.clone_mirror(ours_cfg), cap=ctx.ours_cap)
+        theirs, why = _theirs(ctx, fresh_theirs)
+        partial = done.get("theirs", n) < n
+        partial_note = (
+            f"bandersnatch ran on its partial mirror ({done.get('theirs', 0):,} of {n:,} "
+            "projects), marked complete by hand (status file written, todo removed)"
+            if partial
+            else ""
+        )
+        rows = [
+            Row(
+                "c",
+                f"fresh index-only sync of {n:,} projects",
+                ours,
+                theirs,
+                work=n,
+                unit="projects",
+                theirs_work=done["theirs"] if partial else None,
+                theirs_note=why,
+                target="ours < 20 min",
+                note="bandersnatch stopped at its time limit; its time is EXTRAPOLATED from "
+                "its projects/s"
+                if partial
+                else "",
+            )
+        ]
+        ours = ctx.run(tools.clone_mirror(ours_cfg))
+        theirs, why = _theirs(ctx, lambda exe: ctx.run(tools.bandersnatch_mirror(exe, theirs_cfg)))
+        rows.append(
+            Row(
+                "c",
+                f"nothing changed, {n:,} projects",
+                ours,
+                theirs,
+                theirs_note=why,
+                target="ours < 0.5 s local work (CPU), < 150 MB peak",
+                note="CPU and wall include interpreter start-up. " + partial_note,
+            )
+        )
+        up.touch(100)
+        time.sleep(0.1)
+        ours = ctx.run(tools.clone_mirror(ours_cfg))
+        theirs, why = _theirs(ctx, lambda exe: ctx.run(tools.bandersnatch_mirror(exe, theirs_cfg)))
+        rows.append(
+            Row(
+                "c",
+                f"100 changed projects of {n:,} (root index rewritten)",
+                ours,
+                theirs,
+                theirs_note=why,
+                target="ours < 1 s local work (CPU)",
+                note="CPU includes interpreter start-up. " + partial_note,
+            )
+        )
+    for name in ("scale-ours", "scale-bandersnatch"):
+        shutil.rmtree(ctx.workdir / name, ignore_errors=True)
+    return _report(rows)
