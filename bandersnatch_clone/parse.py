@@ -130,9 +130,21 @@ def _serial(value: object, header_serial: int | None, url: str) -> int:
         value = header_serial
     if value is None:
         raise BadUpstreamData(url, "no serial: neither _last-serial nor X-PyPI-Last-Serial")
-    if type(value) is not int or value < 0:
+    serial = as_serial(value)
+    if serial is None:
         raise BadUpstreamData(url, f"serial {value!r} is not a non-negative integer")
-    return value
+    return serial
+
+
+def as_serial(value: object) -> int | None:
+    """A serial as an int, or None. PyPI sends an int; some proxies in front of it send the
+    same number as a string of digits (seen: api-version 1.1 pages with ``"_last-serial":
+    "26356948"``), which is taken as meant."""
+    if type(value) is int:
+        return value if value >= 0 else None
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return None
 
 
 def normalized_name(value: object, url: str) -> NormalizedName:
@@ -291,8 +303,13 @@ def parse_listing_json(
             rows = [ListedProject(p["name"], p["_last-serial"]) for p in projects]
         except (KeyError, TypeError) as e:
             raise BadUpstreamData(url, f"a listing row lacks name or _last-serial: {e!r}") from e
-    for row in rows:
-        if type(row.name) is not str or type(row.serial) is not int or not row.name:
+    for i, row in enumerate(rows):
+        if type(row.serial) is not int:
+            fixed = as_serial(row.serial)
+            if fixed is None:
+                raise BadUpstreamData(url, f"bad listing row {row!r}")
+            rows[i] = row = ListedProject(row.name, fixed)
+        if type(row.name) is not str or not row.name or row.serial < 0:
             raise BadUpstreamData(url, f"bad listing row {row!r}")
     return serial, rows
 
@@ -313,7 +330,7 @@ def peek_listing_serial(body_prefix: bytes) -> int | None:
     serial = meta.get("_last-serial")
     if not isinstance(version, str) or not version.startswith("1."):
         return None
-    return serial if type(serial) is int and serial >= 0 else None
+    return as_serial(serial)
 
 
 def parse_legacy_json(body: bytes, url: str, header_serial: int | None = None) -> LegacyProject:

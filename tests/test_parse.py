@@ -256,7 +256,7 @@ def test_newer_minor_version_warns_once(caplog: pytest.LogCaptureFixture) -> Non
         (body(V1_4, meta={"api-version": 1.0, "_last-serial": 1}), "api-version"),
         (body(V1_4, meta=[]), "meta"),
         (body(V1_0), "no serial"),
-        (body(V1_4, meta={"_last-serial": "12"}), "serial"),
+        (body(V1_4, meta={"_last-serial": "12x"}), "serial"),
         (body(V1_4, meta={"_last-serial": True}), "serial"),
         (body(V1_4, files=None), "files"),
         (body({k: v for k, v in V1_4.items() if k != "files"}), "files"),
@@ -311,7 +311,7 @@ def test_listing() -> None:
         ({"meta": {"_last-serial": 1}, "projects": [{"name": "a"}]}, "_last-serial"),
         ({"meta": {"_last-serial": 1}, "projects": [["a", 1]]}, "_last-serial"),
         ({"meta": {"_last-serial": 1}, "projects": [{"name": 1, "_last-serial": 1}]}, "row"),
-        ({"meta": {"_last-serial": 1}, "projects": [{"name": "a", "_last-serial": "1"}]}, "row"),
+        ({"meta": {"_last-serial": 1}, "projects": [{"name": "a", "_last-serial": "-1"}]}, "row"),
         ({"meta": {"_last-serial": 1}, "projects": [{"name": "", "_last-serial": 1}]}, "row"),
         ({"meta": {"_last-serial": 1, "api-version": "3.0"}, "projects": []}, "api-version"),
     ],
@@ -336,7 +336,8 @@ def test_listing_serial_falls_back_to_the_header() -> None:
         (b'{"projects":[], "meta":{"_last-serial":7}}', None),  # meta is not first
         (b'{"meta":{"x":{"_last-serial":7}},', None),  # nested: not PyPI's shape
         (b'{"meta":{"api-version":"2.0","_last-serial":7}}', None),
-        (b'{"meta":{"api-version":"1.1","_last-serial":"7"}}', None),
+        (b'{"meta":{"api-version":"1.1","_last-serial":"7"}}', 7),
+        (b'{"meta":{"api-version":"1.1","_last-serial":"seven"}}', None),
         (b'{"meta":{"api-version":"}","_last-serial":7}}', None),
         (b'{"meta":{"_last-serial":7,}}', None),
         (b"", None),
@@ -453,3 +454,10 @@ def test_bad_xmlrpc_is_refused(raw: bytes) -> None:
 def test_malformed_upload_time_is_dropped_not_fatal() -> None:
     detail = parse_project_json(with_file(**{"upload-time": "yesterday"}), PAGE)
     assert [f.upload_time for f in detail.files] == [None]
+
+
+def test_serials_sent_as_digit_strings_are_accepted() -> None:
+    """Some proxies in front of PyPI send ``"_last-serial": "26356948"`` (api-version 1.1)."""
+    listing = b'{"meta": {"_last-serial": "9"}, "projects": [{"name": "a", "_last-serial": "4"}]}'
+    page = parse_project_json(body(V1_4, meta={"_last-serial": "12"}), PAGE)
+    assert (parse_listing_json(listing, PAGE), page.serial) == ((9, [ListedProject("a", 4)]), 12)
