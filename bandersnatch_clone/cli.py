@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import humanfriendly
 
@@ -19,6 +20,12 @@ from bandersnatch_clone.errors import ConfigError, LockedError, MirrorError, Plu
 from bandersnatch_clone.state import Journal, read_ledger, read_status
 
 log = logging.getLogger("bandersnatch_clone")
+
+
+class _Summary(Protocol):
+    def render_text(self) -> str: ...
+    def to_json(self) -> str: ...
+
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
 DEFAULT_CONFIG = "bandersnatch-clone.toml"
@@ -82,15 +89,65 @@ def cmd_mirror(args: argparse.Namespace, names: Sequence[str] | None = None) -> 
     )
     if outcome.result.aborted:
         print(f"bandersnatch-clone: run stopped early: {outcome.result.aborted}", file=sys.stderr)
-    if args.json:
-        print(summary.to_json())
-    else:
-        print(summary.render_text(), file=sys.stderr)
+    _print_summary(args, summary)
     return outcome.exit_code
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
     return cmd_mirror(args, names=args.names)
+
+
+def _print_summary(args: argparse.Namespace, summary: _Summary) -> None:
+    if args.json:
+        print(summary.to_json())
+    else:
+        print(summary.render_text(), file=sys.stderr)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from bandersnatch_clone.verify import run_verify
+
+    config = _load(args)
+    code, summary = asyncio.run(
+        run_verify(
+            config,
+            repair=args.repair,
+            delete_orphans=args.delete_orphans,
+            dry_run=args.dry_run,
+            quick=args.quick,
+            restart=args.restart,
+            workers=args.workers,
+        )
+    )
+    _print_summary(args, summary)
+    return code
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from bandersnatch_clone.delete import run_delete
+
+    code, summary = asyncio.run(run_delete(_load(args), args.names, dry_run=args.dry_run))
+    _print_summary(args, summary)
+    return code
+
+
+def cmd_config_convert(args: argparse.Namespace) -> int:
+    from bandersnatch_clone.convert import convert_bandersnatch_config
+
+    source = Path(args.file)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(str(source), None, e.strerror or str(e)) from None
+    toml_text, warnings = convert_bandersnatch_config(text, str(source))
+    for warning in warnings:
+        print(f"bandersnatch-clone: warning: {warning}", file=sys.stderr)
+    if args.output:
+        Path(args.output).write_text(toml_text, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(toml_text)
+    return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -228,6 +285,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upstream", default=None, help="upstream index URL (default: PyPI)")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.set_defaults(func=cmd_init)
+    p = add(
+        "verify",
+        "check every file against the hashes in the pages",
+        "Hash every file the project pages link to and compare with the pages; report missing\n"
+        "and corrupt files, orphans (files no page links to), pages that link to nothing, and\n"
+        "temp leftovers. Streams (memory flat in mirror size), uses every core, resumes an\n"
+        "interrupted pass. Exit code 0 when the mirror is clean, 1 when problems remain.",
+    )
+    p.add_argument("--repair", action="store_true", help="re-download missing and corrupt files")
+    p.add_argument("--delete-orphans", action="store_true", help="remove files no page links to")
+    p.add_argument("--dry-run", action="store_true", help="report only; change nothing")
+    p.add_argument("--quick", action="store_true", help="pages vs files and sizes, no hashing")
+    p.add_argument("--restart", action="store_true", help="ignore an interrupted pass's progress")
+    p.add_argument("--workers", type=int, default=None, help="hashing threads (default: cores)")
+    p.set_defaults(func=cmd_verify)
+    p = add(
+        "delete",
+        "remove projects from the mirror",
+        "Remove the named projects: root index entry, pages, JSON copies, files. A project the\n"
+        "upstream still lists comes back at the next `mirror` unless a filter excludes it.",
+    )
+    p.add_argument("names", nargs="+", metavar="NAME", help="project names")
+    p.add_argument("--dry-run", action="store_true", help="report only; change nothing")
+    p.set_defaults(func=cmd_delete)
+    p = add(
+        "config",
+        "configuration tools",
+        "Configuration tools. `config convert bandersnatch.conf` translates a bandersnatch\n"
+        "config (mirror options and filter plugins) to this tool's TOML and names anything it\n"
+        "cannot carry over.",
+    )
+    config_sub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    c = config_sub.add_parser(
+        "convert", help="translate a bandersnatch.conf to TOML", parents=[common]
+    )
+    c.add_argument("file", help="the bandersnatch.conf to read")
+    c.add_argument("-o", "--output", help="write the TOML here (default: stdout)")
+    c.set_defaults(func=cmd_config_convert)
     p = add(
         "serve",
         "serve the mirror over HTTP (development and small sites)",

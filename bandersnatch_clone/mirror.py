@@ -4,28 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+from packaging.utils import NormalizedName
 
 from bandersnatch_clone.config import Config
+from bandersnatch_clone.filters import FilterSet, load_filters
 from bandersnatch_clone.plan import (
     SyncPlan,
+    apply_filters,
+    plan_allowlist,
     plan_from_changelog,
     plan_from_listing,
     plan_named,
 )
 from bandersnatch_clone.retry import RetryPolicy
 from bandersnatch_clone.state import (
+    FilterState,
     Journal,
     Ledger,
     MirrorLock,
     ensure_generation,
     fold_journal,
+    read_filter_state,
     read_ledger,
     read_status,
+    write_filter_state,
     write_status,
 )
 from bandersnatch_clone.storage.filesystem import FilesystemStorage
@@ -95,25 +103,57 @@ def make_upstream(
     )
 
 
-async def plan_run(config: Config, upstream: Upstream, ledger: Ledger, status: int) -> SyncPlan:
-    """Ask the upstream what changed since `status` and diff it against the ledger."""
+async def plan_run(
+    config: Config, upstream: Upstream, ledger: Ledger, status: int, *, refetch_all: bool = False
+) -> SyncPlan:
+    """Ask the upstream what changed since `status` and diff it against the ledger.
+
+    `refetch_all` (the filters changed): every listed project, whatever its serial.
+    """
     m = config.mirror
+    delete = m.delete_removed_projects
     if m.listing == "xmlrpc":
         last = await upstream.changelog_last_serial()
-        if status == 0:
+        if status == 0 or refetch_all:
             rows = await upstream.list_packages_with_serial()
-            return plan_from_listing(ledger, rows, last, delete_removed=m.delete_removed_projects)
+            return plan_from_listing(
+                ledger, rows, last, delete_removed=delete, refetch_all=refetch_all
+            )
         if last <= status:
             return SyncPlan(status, (), ())
         events = await upstream.changelog_since_serial(status)
         target = max([last, *(e.serial for e in events)])
         return plan_from_changelog(ledger, ((e.name, e.serial) for e in events), target)
-    listing = await upstream.listing_if_newer(status)
+    listing = await (upstream.listing() if refetch_all else upstream.listing_if_newer(status))
     if listing is None:
         # Nothing happened upstream since the last complete run: one request, no 700k-row diff.
         return SyncPlan(status, (), ())
     serial, rows = listing
-    return plan_from_listing(ledger, rows, serial, delete_removed=m.delete_removed_projects)
+    return plan_from_listing(ledger, rows, serial, delete_removed=delete, refetch_all=refetch_all)
+
+
+async def make_plan(
+    config: Config,
+    upstream: Upstream,
+    ledger: Ledger,
+    status: int,
+    filters: FilterSet,
+    filter_state: FilterState,
+    names: Sequence[str] | None,
+    now: float,
+) -> SyncPlan:
+    """The run's plan: named projects, the allowlist fast path, or the upstream's changes;
+    then what the filters exclude, and projects whose cooldown has run out."""
+    if names is not None:
+        return apply_filters(plan_named(names), ledger, filters.allows_project)
+    if filters.allowlist is not None:
+        return plan_allowlist(ledger, filters.allowlist)
+    refilter = bool(ledger) and filter_state.fingerprint != filters.fingerprint
+    if refilter:
+        log.info("the filter configuration changed: every project is filtered again")
+    plan = await plan_run(config, upstream, ledger, status, refetch_all=refilter)
+    due = [NormalizedName(n) for n, t in filter_state.recheck.items() if t <= now]
+    return apply_filters(plan, ledger, filters.allows_project, recheck=due, refilter=refilter)
 
 
 async def run(
@@ -125,6 +165,7 @@ async def run(
     retry: RetryPolicy | None = None,
 ) -> Outcome:
     """`mirror` (names None) or `sync NAME...`: one locked run over the configured directory."""
+    filters = load_filters(config)  # a bad plugin config fails before anything is touched
     directory = config.mirror.directory
     directory.mkdir(parents=True, exist_ok=True)
     with MirrorLock(directory):
@@ -132,7 +173,7 @@ async def run(
         http = session or make_session(config)
         try:
             upstream = make_upstream(config, http, retry)
-            return await _locked_run(config, directory, upstream, names, reporter)
+            return await _locked_run(config, directory, upstream, filters, names, reporter)
         finally:
             if own_session:
                 await http.close()
@@ -142,6 +183,7 @@ async def _locked_run(
     config: Config,
     directory: Path,
     upstream: Upstream,
+    filters: FilterSet,
     names: Sequence[str] | None,
     reporter: Reporter | None,
 ) -> Outcome:
@@ -159,27 +201,44 @@ async def _locked_run(
         # Persist what the interrupted run finished before its journal is replaced.
         await save_ledger(directory, ledger)
         log.info("resuming an interrupted run: %d projects were already done", len(previous.done))
-    if names is not None:
-        plan = plan_named(names)
-    else:
-        plan = await plan_run(config, upstream, ledger, status)
+    filter_state = await asyncio.to_thread(read_filter_state, directory)
+    now = time.time()
+    plan = await make_plan(config, upstream, ledger, status, filters, filter_state, names, now)
     outcome = Outcome(status, status, planned=len(plan.fetch) + len(plan.delete))
     outcome.temp_files_removed = temp_removed
-    if plan.empty and previous is None and plan.target_serial <= status:
+    # A mirror that held nothing was filtered whole by this run, whatever happens below.
+    filters_settled = not ledger or filter_state.fingerprint == filters.fingerprint
+    if plan.empty and previous is None and plan.target_serial <= status and filters_settled:
         log.info("nothing to do: upstream serial %d, mirror at %d", plan.target_serial, status)
         return outcome
+    if filters_settled and filter_state.fingerprint != filters.fingerprint:
+        # Recorded before any project is fetched, so an interrupted first run resumes as one.
+        filter_state.fingerprint = filters.fingerprint
+        await asyncio.to_thread(write_filter_state, directory, filter_state)
     await asyncio.to_thread(journal.begin, plan.target_serial, len(plan.fetch))
-    engine = Engine(engine_settings(config), storage, upstream, ledger, journal, reporter)
+    engine = Engine(engine_settings(config), storage, upstream, ledger, journal, reporter, filters)
     try:
         result = await engine.execute(plan)
         outcome.result = result
+        complete = not result.failed and not result.aborted and names is None
+        target = plan.target_serial
+        if complete and filters.allowlist is not None:
+            # No listing was read: the mirror is at the newest serial of what it holds.
+            target = max((e.serial for e in ledger.values()), default=status)
         if result.changed or previous is not None:
-            complete = not result.failed and not result.aborted and names is None
-            root_serial = plan.target_serial if complete else status
+            root_serial = target if complete else status
             await write_root_index(storage, ledger, max(root_serial, status))
             await save_ledger(directory, ledger)
-        if names is None and not result.failed and not result.aborted:
-            outcome.serial_after = max(status, plan.target_serial)
+        synced = set(result.synced) | set(result.deleted)
+        filter_state.recheck = {
+            n: t for n, t in filter_state.recheck.items() if n not in synced
+        } | engine.recheck
+        if complete:
+            # Refiltering is done once every project passed the new filters.
+            filter_state.fingerprint = filters.fingerprint
+        await asyncio.to_thread(write_filter_state, directory, filter_state)
+        if complete:
+            outcome.serial_after = max(status, target)
             await asyncio.to_thread(write_status, directory, outcome.serial_after)
         journal.remove()
     finally:

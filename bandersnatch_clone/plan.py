@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from packaging.utils import NormalizedName, canonicalize_name
@@ -38,11 +38,13 @@ def plan_from_listing(
     target_serial: int,
     *,
     delete_removed: bool,
+    refetch_all: bool = False,
 ) -> SyncPlan:
     """Diff a full upstream listing against the ledger.
 
     A project is fetched when it is new or its serial moved; a project in the ledger but absent from
-    the listing was removed upstream and is deleted (when `delete_removed`).
+    the listing was removed upstream and is deleted (when `delete_removed`). `refetch_all`
+    fetches every listed project whatever its serial (the filters changed).
     """
     fetch: list[PlannedProject] = []
     seen: set[str] = set()
@@ -50,7 +52,7 @@ def plan_from_listing(
         name = canonicalize_name(row.name)
         seen.add(name)
         entry = ledger.get(name)
-        if entry is None or entry.serial < row.serial:
+        if refetch_all or entry is None or entry.serial < row.serial:
             fetch.append(PlannedProject(name, row.serial, row.name))
     delete = tuple(sorted(n for n in ledger if n not in seen)) if delete_removed else ()
     return SyncPlan(target_serial, tuple(fetch), delete)
@@ -80,3 +82,34 @@ def plan_named(names: Iterable[str]) -> SyncPlan:
     """`sync NAME...`: fetch exactly these projects now, whatever their serial."""
     unique = dict.fromkeys(canonicalize_name(n) for n in names)
     return SyncPlan(0, tuple(PlannedProject(n, None) for n in unique), ())
+
+
+def apply_filters(
+    plan: SyncPlan,
+    ledger: Ledger,
+    allows: Callable[[NormalizedName], bool],
+    *,
+    recheck: Iterable[NormalizedName] = (),
+    refilter: bool = False,
+) -> SyncPlan:
+    """Drop what project filters exclude before any request; add projects due a recheck.
+
+    With `refilter` (the filter configuration changed) local projects the filters now
+    exclude are deleted too.
+    """
+    fetch = [p for p in plan.fetch if allows(p.name)]
+    planned = {p.name for p in fetch}
+    fetch += [PlannedProject(n, None) for n in recheck if n not in planned and allows(n)]
+    delete = set(plan.delete)
+    if refilter:
+        delete.update(n for n in ledger if not allows(NormalizedName(n)))
+    return SyncPlan(plan.target_serial, tuple(fetch), tuple(sorted(delete)))
+
+
+def plan_allowlist(ledger: Ledger, allowlist: Iterable[NormalizedName]) -> SyncPlan:
+    """The allowlist fast path: ask only about the listed projects (no listing, no changelog);
+    local projects outside the list go. The serial is taken from what was fetched."""
+    names = sorted(set(allowlist))
+    keep = set(names)
+    delete = tuple(sorted(n for n in ledger if n not in keep))
+    return SyncPlan(0, tuple(PlannedProject(n, None) for n in names), delete)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from html import escape
 from json.encoder import encode_basestring_ascii
 from operator import lt
@@ -259,3 +259,23 @@ def root_pages(projects: Iterable[tuple[str, int]], serial: int) -> dict[str, by
     norms, names, serials = _root_rows(projects)
     html = _root_html(norms, names)
     return {HTML_PAGE: html, V1_HTML_PAGE: html, V1_JSON_PAGE: _root_json(names, serials, serial)}
+
+
+def filter_legacy_json(raw: bytes, filenames: Collection[str]) -> bytes:
+    """The JSON API document with only the files the filtered pages list.
+
+    ``releases`` keeps a version only while one of its files survives (a release that had no
+    files upstream stays as it was); ``urls`` (the latest release's files) is filtered alike.
+    """
+    keep = set(filenames)
+    doc = json.loads(raw)
+    releases = doc.get("releases")
+    if isinstance(releases, dict):
+        doc["releases"] = {
+            version: [f for f in files if f.get("filename") in keep]
+            for version, files in releases.items()
+            if not files or any(f.get("filename") in keep for f in files)
+        }
+    if isinstance(doc.get("urls"), list):
+        doc["urls"] = [f for f in doc["urls"] if f.get("filename") in keep]
+    return json.dumps(doc, separators=(",", ":")).encode()

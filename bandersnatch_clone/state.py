@@ -14,6 +14,7 @@ nothing it finished and the total cost stays O(projects), not O(projects²).
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -207,3 +208,27 @@ class MirrorLock:
 
     def __exit__(self, *exc: object) -> None:
         self._lock.release()
+
+
+@dataclass(slots=True)
+class FilterState:
+    """What the filters decided by last time (their fingerprint) and which projects change
+    with time alone (cooldown): name -> POSIX time at which to fetch them again."""
+
+    fingerprint: str | None = None
+    recheck: dict[str, float] = field(default_factory=dict)
+
+
+def read_filter_state(directory: Path) -> FilterState:
+    try:
+        doc = json.loads((directory / "filters.state").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return FilterState()
+    except ValueError:
+        return FilterState()  # unreadable: treat as changed, which refilters (safe)
+    return FilterState(doc.get("fingerprint"), dict(doc.get("recheck", {})))
+
+
+def write_filter_state(directory: Path, state: FilterState) -> None:
+    doc = {"fingerprint": state.fingerprint, "recheck": dict(sorted(state.recheck.items()))}
+    atomic_write_text(directory / "filters.state", json.dumps(doc, indent=1) + "\n")

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
+from packaging.utils import NormalizedName
+
 from bandersnatch_clone import layout
 from bandersnatch_clone.errors import (
     MirrorError,
@@ -23,10 +25,11 @@ from bandersnatch_clone.errors import (
     UnsafePath,
     UpstreamError,
 )
+from bandersnatch_clone.filters import FilterSet
 from bandersnatch_clone.model import DistFile, ProjectStatus
 from bandersnatch_clone.parse import LegacyProject
 from bandersnatch_clone.plan import PlannedProject, SyncPlan
-from bandersnatch_clone.render import project_pages, root_pages
+from bandersnatch_clone.render import filter_legacy_json, project_pages, root_pages
 from bandersnatch_clone.state import Journal, Ledger, LedgerEntry, display_names, write_ledger
 from bandersnatch_clone.storage import Storage
 from bandersnatch_clone.upstream import Upstream
@@ -77,6 +80,8 @@ class RunResult:
     synced: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     deleted: list[str] = field(default_factory=list)
+    #: Projects not mirrored because filters exclude them (and that were not here before).
+    skipped: int = 0
     files: int = 0
     bytes: int = 0
     aborted: str | None = None
@@ -97,8 +102,12 @@ class Engine:
         ledger: Ledger,
         journal: Journal,
         reporter: Reporter | None = None,
+        filters: FilterSet | None = None,
     ) -> None:
         self.settings = settings
+        self.filters = filters or FilterSet()
+        #: Projects whose filtered page changes with time alone (cooldown): name -> when.
+        self.recheck: dict[str, float] = {}
         self.storage = storage
         self.upstream = upstream
         self.ledger = ledger
@@ -148,16 +157,27 @@ class Engine:
 
     async def sync_project(self, item: PlannedProject) -> None:
         name = item.name
+        if not self.filters.allows_project(name):
+            await self._drop(name, "excluded by a project filter")
+            return
         async with self._metadata_slots:
             try:
-                detail = await self.upstream.project(name, item.serial)
+                fetched = await self.upstream.project(name, item.serial)
             except ProjectNotFound:
-                if self.settings.delete_removed_projects and name in self.ledger:
-                    await self.delete_project(name)
-                elif name not in self.ledger:
-                    log.info("%s: not found upstream, nothing to do", name)
+                if self.settings.delete_removed_projects:
+                    await self._drop(name, "removed upstream")
+                else:
+                    log.info("%s: not found upstream; kept (delete_removed_projects = false)", name)
                 return
-            legacy = await self._legacy_json(name, item.serial) if self.settings.json else None
+            want_legacy = self.settings.json or self.filters.needs_metadata
+            legacy = await self._legacy_json(name, item.serial) if want_legacy else None
+        detail = self.filters.filter_project(fetched, legacy.info if legacy else None)
+        when = self.filters.changes_at(fetched)
+        if when is not None:
+            self.recheck[name] = when.timestamp()
+        if detail is None:
+            await self._drop(name, "every file excluded by filters")
+            return
         offered = () if detail.status is ProjectStatus.QUARANTINED else detail.files
         placed, downloaded = await self._place_files(name, offered)
         local = replace(detail, name=name, files=tuple(placed))
@@ -167,11 +187,16 @@ class Engine:
         for page, body in pages.items():
             await self.storage.write_bytes(page_dir / page, body)
         if self.settings.json:
+            raw = None
+            if legacy is not None:
+                # Filters apply to the JSON API copy too: it lists only what the pages list.
+                kept = {f.filename for f in detail.files}
+                raw = legacy.raw if detail is fetched else filter_legacy_json(legacy.raw, kept)
             for path in layout.json_paths(local.name):
-                if legacy is None:
+                if raw is None:
                     await self.storage.delete(path)
                 else:
-                    await self.storage.write_bytes(path, legacy.raw)
+                    await self.storage.write_bytes(path, raw)
         if old_page is not None and self.settings.cleanup:
             keep = set(layout.linked_paths(pages[layout.V1_JSON_PAGE], self.settings.root_uri))
             for path in layout.linked_paths(old_page, self.settings.root_uri):
@@ -268,7 +293,16 @@ class Engine:
 
     # -- removal and the root index ---------------------------------------------------------
 
-    async def delete_project(self, name: str) -> None:
+    async def _drop(self, name: NormalizedName, why: str) -> None:
+        """A project that must not be (or no longer be) on the mirror."""
+        page = layout.project_dir(name) / layout.V1_JSON_PAGE
+        if name in self.ledger or await self.storage.size(page) is not None:
+            await self.delete_project(name, why)
+        else:
+            log.debug("%s: skipped: %s", name, why)
+            self.result.skipped += 1
+
+    async def delete_project(self, name: str, why: str = "removed upstream") -> None:
         """Remove a project: pages first (nothing links to its files any more), then the files."""
         page_dir = layout.project_dir(layout.normalize(name))
         old_page = await self.storage.read_bytes(page_dir / layout.V1_JSON_PAGE)
@@ -282,7 +316,7 @@ class Engine:
         self.ledger.pop(name, None)
         self.journal.deleted(name)
         self.result.deleted.append(name)
-        log.info("%s: deleted (removed upstream)", name)
+        log.info("%s: deleted (%s)", name, why)
 
 
 async def write_root_index(storage: Storage, ledger: Ledger, serial: int) -> None:

@@ -31,6 +31,7 @@ from bandersnatch_clone import layout
 from bandersnatch_clone.config import Config
 from bandersnatch_clone.delete import commit_ledger, load_ledger
 from bandersnatch_clone.errors import MirrorError, ProjectNotFound, StorageError, UnsafePath
+from bandersnatch_clone.filters import load_filters
 from bandersnatch_clone.mirror import engine_settings, make_session, make_upstream
 from bandersnatch_clone.plan import PlannedProject
 from bandersnatch_clone.state import Journal, Ledger, LedgerEntry, MirrorLock
@@ -59,17 +60,16 @@ class Kind(StrEnum):
     MISSING = "missing"  # a file a page links to does not exist
     CORRUPT = "corrupt"  # its sha256 (or size) differs from the page's
     DANGLING = "dangling"  # a page links to missing files (pip would get a 404)
-    BAD_PAGE = "bad-page"  # a ledger project's page is missing, does not parse, or a form lacks
+    BAD_PAGE = "bad-page"  # a ledger project's page (or one of its forms) is missing or bad
     UNLISTED = "unlisted"  # pages or JSON copies of a project the ledger does not know
     ORPHAN = "orphan"  # a file under web/packages that no page links to
     TEMP = "temp"  # a temp file left by an interrupted write
 
 
-_REPAIRABLE = {Kind.MISSING, Kind.CORRUPT, Kind.DANGLING, Kind.BAD_PAGE}
-
-
 @dataclass(frozen=True, slots=True)
 class Problem:
+    """One thing found wrong, and what this run did about it."""
+
     kind: Kind
     #: Tree path relative to the mirror directory.
     path: str
@@ -80,7 +80,7 @@ class Problem:
 
     @property
     def fixed(self) -> bool:
-        return self.action in ("repaired", "resynced", "deleted", "removed upstream")
+        return self.action in ("repaired", "resynced", "deleted", "removed by re-sync")
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,18 +270,21 @@ class ProgressFile:
         self.path, self._mode = directory / PROGRESS_FILE, mode
         self._buffer: list[str] = []
         self._flushed = time.monotonic()
+        self._whole = 0  # bytes of whole lines in the file `load` read
 
     def load(self) -> tuple[str | None, set[str]]:
         """(last finished project, projects finished with problems left); (None, {}) to start."""
         try:
-            lines = self.path.read_text(encoding="utf-8").split("\n")
+            data = self.path.read_bytes()
         except FileNotFoundError:
             return None, set()
+        self._whole = data.rfind(b"\n") + 1
+        lines = data[: self._whole].decode("utf-8", "replace").split("\n")
         if lines[0] != f"{_MAGIC} {self._mode}":
             return None, set()
         last: str | None = None
         dirty: set[str] = set()
-        for line in lines[1:-1]:  # the last element is "" or a torn line
+        for line in lines[1:-1]:  # the last element is the "" after the last newline
             mark, _, name = line.partition(" ")
             if mark in ("d", "p") and name:
                 last = max(last or name, name)
@@ -289,8 +292,12 @@ class ProgressFile:
         return last, dirty
 
     def begin(self, fresh: bool) -> None:
+        """Start a new file, or go on with the loaded one minus a torn last line (appending to
+        it would glue the next name onto the fragment)."""
         if fresh:
             self.path.write_text(f"{_MAGIC} {self._mode}\n", encoding="utf-8")
+        else:
+            os.truncate(self.path, self._whole)
 
     def add(self, name: str, clean: bool) -> bool:
         """Queue a line; True when a flush is due."""
@@ -483,7 +490,7 @@ class _Verifier:
         if check.problems and self.repair:
             check = await self._repair(check)
         if any(
-            p.kind is Kind.BAD_PAGE and p.path.endswith("_json") and not p.fixed
+            p.kind is Kind.BAD_PAGE and p.path.endswith(layout.V1_JSON_PAGE) and not p.fixed
             for p in check.problems
         ):
             self.unreadable_pages = True
@@ -517,8 +524,8 @@ class _Verifier:
             failed = f"repair failed: {e}"
             check.problems = [dataclasses.replace(p, action=failed) for p in check.problems]
             return check
-        if check.name not in self.ledger:  # the upstream answered 404: the engine removed it
-            gone = [dataclasses.replace(p, action="removed upstream") for p in check.problems]
+        if check.name not in self.ledger:  # a 404 upstream, or filters exclude it now
+            gone = [dataclasses.replace(p, action="removed by re-sync") for p in check.problems]
             return _Check(check.name, gone, files=check.files, hashed=check.hashed)
         (again,) = await self._check([check.name])
         left = {(p.kind, p.path) for p in again.problems}
@@ -574,7 +581,11 @@ class _Verifier:
             settings = engine_settings(self.config)
             journal = _NoJournal(self.root)
             upstream = await self._upstream()
-            self._engine = Engine(settings, self.storage, upstream, self.ledger, journal)
+            # The configured filters, or a re-sync would bring back what they exclude.
+            filters = load_filters(self.config)
+            self._engine = Engine(
+                settings, self.storage, upstream, self.ledger, journal, filters=filters
+            )
         entry = self.ledger.get(name)
         display = entry.display if entry is not None else None
         self.ledger_changed = True

@@ -102,7 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
-    print(f"bandersnatch-clone at {commit or '?'}; logs: {ctx.log}", flush=True)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    tree = f"{commit or '?'}{' with uncommitted changes' if dirty else ''}"
+    print(f"bandersnatch-clone at {tree}; logs: {ctx.log}", flush=True)
     groups = {GROUPS[letter][0] for letter in args.only if letter in GROUPS}
     rows: list[report.Row] = []
     for group in ORDER:

@@ -102,18 +102,21 @@ def big_files(ctx: Context) -> list[Row]:
         listing = ctx.workdir / "files.json"
         listing.write_text(json.dumps([{"url": f.url, "sha256": f.sha256} for f in files]))
 
-        limit = ctx.fresh("limit")
-        e = ctx.run([sys.executable, "-m", "benchmarks.limit", str(listing), str(limit)])
-        shutil.rmtree(limit)
-        row_e = Row(
-            "e",
-            f"plain download + sha256, 16 at once: {case}",
-            ours=e,
-            work=total,
-            unit="MB",
-            theirs_note="n/a",
-            note="the ceiling for (a)",
-        )
+        def ceiling(when: str) -> Row:
+            limit = ctx.fresh("limit")
+            m = ctx.run([sys.executable, "-m", "benchmarks.limit", str(listing), str(limit)])
+            shutil.rmtree(limit)
+            return Row(
+                "e",
+                f"plain download + sha256, 16 at once, {when}: {case}",
+                ours=m,
+                work=total,
+                unit="MB",
+                theirs_note="n/a",
+                note="the ceiling for (a)",
+            )
+
+        row_e = ceiling("before (a)")
 
         ours_dir = ctx.fresh("big-ours")
         ours_cfg = tools.write_clone_config(
@@ -123,7 +126,7 @@ def big_files(ctx: Context) -> list[Row]:
         ours = ctx.run(tools.clone_mirror(ours_cfg))
         wheels = _count(ours_dir, ".whl")
 
-        rows = [row_e]
+        a_rows: list[Row] = []
         theirs_cfg = ctx.workdir / "big-bandersnatch.conf"
         theirs_dir = ctx.workdir / "big-bandersnatch"
         counts: dict[int, int] = {}
@@ -138,8 +141,7 @@ def big_files(ctx: Context) -> list[Row]:
                 return m
 
             theirs, why = _theirs(ctx, bandersnatch)
-            share = ours.wall and e.wall / ours.wall
-            rows.append(
+            a_rows.append(
                 Row(
                     "a",
                     f"first sync, {case}; bandersnatch workers={workers}",
@@ -149,10 +151,17 @@ def big_files(ctx: Context) -> list[Row]:
                     unit="MB",
                     theirs_note=why,
                     target="no slower than bandersnatch; >= 90% of (e)",
-                    note=f"ours = {share:.0%} of (e) throughput; wheels mirrored of "
-                    f"{len(files)}: ours {wheels}, bandersnatch {counts.get(workers, '-')}",
+                    note=f"wheels mirrored of {len(files)}: ours {wheels}, "
+                    f"bandersnatch {counts.get(workers, '-')}",
                 )
             )
+        # The upstream and the disk are noisy on a shared VM: measure the ceiling on both sides
+        # of (a) and hold (a) against the faster of the two.
+        row_e2 = ceiling("after (a)")
+        best = min(row_e.ours.wall, row_e2.ours.wall) if row_e.ours and row_e2.ours else 0.0
+        for row in a_rows:
+            row.note = f"ours = {best / ours.wall:.0%} of the faster (e); " + row.note
+        rows = [row_e, *a_rows, row_e2]
 
         # (d) verify the whole mirror from (a), each tool its own.
         verify = tools.clone_verify(ours_cfg)

@@ -4,8 +4,8 @@ Serves what a mirror reads from PyPI: ``/simple/`` and ``/simple/<name>/`` (PEP 
 negotiation), ``/pypi/<name>/json``, XML-RPC at ``POST /pypi``, files at
 ``/packages/<aa>/<bb>/<rest of blake2b-256>/<filename>`` and their ``.metadata``. Tests steer it
 through the index (mutations), the request log and fault hooks (`fail`, `stale`, `corrupt`,
-``latency``). ``python -m tests.fake_upstream --port 0 --projects N`` runs it standalone and
-prints its URL.
+`drop`, ``latency``), seeded random faults (`chaos`) and raw bodies for any path (`override`).
+``python -m tests.fake_upstream --port 0 --projects N`` runs it standalone and prints its URL.
 """
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import re
 import signal
+import socket
+import struct
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
@@ -44,6 +47,7 @@ from tests.fake_render import (
 )
 
 __all__ = [
+    "Chaos",
     "Digests",
     "FakeFile",
     "FakeIndex",
@@ -52,6 +56,7 @@ __all__ = [
     "FakeUpstream",
     "FileKind",
     "LoggedRequest",
+    "RawResponse",
 ]
 
 #: Request headers kept in the log (the ones a mirror's behaviour shows in).
@@ -79,6 +84,10 @@ class _Rule:
     match: str | re.Pattern[str]
     times: int
     status: int = 500
+    #: Extra response headers (e.g. ``Retry-After`` on a 429).
+    headers: Mapping[str, str] = field(default_factory=dict)
+    #: For `drop`: "reset" (connection dropped) or "truncate" (short body, then dropped).
+    mode: str = ""
 
     def matches(self, path: str) -> bool:
         if isinstance(self.match, str):
@@ -91,6 +100,69 @@ class _Stale:
     times: int
     serial: int | None
     bust: bool
+
+
+#: The fault kinds `Chaos` draws from, in the order their rates are stacked.
+CHAOS_KINDS = ("error", "too_many", "reset", "truncate", "wrong_bytes", "stale")
+
+
+@dataclass(frozen=True, slots=True)
+class Chaos:
+    """Seeded random faults: each rate is the chance that one request gets that fault.
+
+    The draw for a request depends only on ``(seed, path, how many times that path was asked
+    before)``, never on arrival order, so a concurrent client meets the same faults every run.
+    A kind that does not fit the request (``wrong_bytes`` off ``/packages/``, ``stale`` off
+    project pages) leaves it alone.
+    """
+
+    seed: int
+    #: 500, 502 or 503.
+    error: float = 0.0
+    #: 429 with ``Retry-After: <retry_after>``.
+    too_many: float = 0.0
+    #: The connection is reset (RST) before anything is sent.
+    reset: float = 0.0
+    #: ``Content-Length`` of the whole body, half of it sent, then the connection is closed.
+    truncate: float = 0.0
+    #: Files and ``.metadata``: the last byte flipped (a hash mismatch).
+    wrong_bytes: float = 0.0
+    #: Project pages and JSON API: the serial one below the real one (a lagging CDN).
+    stale: float = 0.0
+    retry_after: str = "7"
+
+    def draw(self, path: str, nth: int) -> str | None:
+        """The fault for the ``nth`` request (0-based) of ``path``, or None."""
+        u = random.Random(f"{self.seed}:{path}:{nth}").random()
+        for kind in CHAOS_KINDS:
+            rate: float = getattr(self, kind)
+            if u < rate:
+                return kind
+            u -= rate
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RawResponse:
+    """What `FakeUpstream.override` sends for one path instead of the real answer.
+
+    The body is ``prefix + filler * repeat + suffix``, streamed chunk by chunk, so a body of
+    hundreds of MiB costs no memory. ``length`` is the Content-Length header: None sends the
+    body chunked (no length), ``-1`` the true length, any other number that number.
+    """
+
+    prefix: bytes = b""
+    status: int = 200
+    content_type: str = "application/octet-stream"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    filler: bytes = b""
+    repeat: int = 0
+    suffix: bytes = b""
+    length: int | None = -1
+
+    @property
+    def size(self) -> int:
+        return len(self.prefix) + len(self.filler) * self.repeat + len(self.suffix)
 
 
 class FakeUpstream:
@@ -118,6 +190,14 @@ class FakeUpstream:
         self._fail: list[_Rule] = []
         self._corrupt: list[_Rule] = []
         self._stale: dict[NormalizedName, _Stale] = {}
+        self._drop: list[_Rule] = []
+        self._chaos: Chaos | None = None
+        self._chaos_seen: dict[str, int] = {}
+        self._overrides: dict[str, RawResponse] = {}
+        #: Faults `chaos` injected, as (kind, path), in the order they were sent.
+        self.injected: list[tuple[str, str]] = []
+        #: Body bytes of each overridden path the server managed to hand to the socket.
+        self.sent: dict[str, int] = {}
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._startup_error: BaseException | None = None
@@ -213,11 +293,42 @@ class FakeUpstream:
 
     # -- fault hooks -----------------------------------------------------------------------
 
-    def fail(self, match: str | re.Pattern[str], status: int = 500, times: int = 1) -> None:
+    def fail(
+        self,
+        match: str | re.Pattern[str],
+        status: int = 500,
+        times: int = 1,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         """Answer the next ``times`` requests whose path starts with ``match`` (a str) or
-        matches it (a compiled regex) with ``status`` and no useful body."""
+        matches it (a compiled regex) with ``status``, ``headers`` and no useful body."""
         with self._lock:
-            self._fail.append(_Rule(match, times, status))
+            self._fail.append(_Rule(match, times, status, dict(headers or {})))
+
+    def drop(self, match: str | re.Pattern[str], mode: str = "reset", times: int = 1) -> None:
+        """Break the next ``times`` matching responses: ``"reset"`` drops the connection before
+        answering; ``"truncate"`` sends a Content-Length for the whole body, half the body,
+        then closes the connection."""
+        if mode not in ("reset", "truncate"):
+            raise ValueError(f"unknown drop mode {mode!r}")
+        with self._lock:
+            self._drop.append(_Rule(match, times, mode=mode))
+
+    def chaos(self, chaos: Chaos | None) -> None:
+        """Start (or with None stop) seeded random faults on every request; see `Chaos`."""
+        with self._lock:
+            self._chaos = chaos
+            self._chaos_seen.clear()
+
+    def override(self, path: str, response: RawResponse | None) -> None:
+        """Serve ``response`` for requests whose decoded path is exactly ``path`` (any query,
+        any method), whatever the index says; None removes the override."""
+        with self._lock:
+            if response is None:
+                self._overrides.pop(path, None)
+            else:
+                self._overrides[path] = response
 
     def corrupt(self, match: str | re.Pattern[str], times: int = 1) -> None:
         """Flip the last byte of the next ``times`` matching file bodies (hash mismatch)."""
@@ -238,6 +349,8 @@ class FakeUpstream:
             self._fail.clear()
             self._corrupt.clear()
             self._stale.clear()
+            self._drop.clear()
+            self._chaos = None
 
     def _take(self, rules: list[_Rule], path: str) -> _Rule | None:
         with self._lock:
@@ -250,6 +363,8 @@ class FakeUpstream:
         return None
 
     def _serial_for(self, request: web.Request, project: FakeProject) -> int:
+        if request.get(_CHAOS_STALE):
+            return max(project.serial - 1, 0)
         with self._lock:
             stale = self._stale.get(project.normalized)
             if stale is None or (stale.bust and request.query_string):
@@ -258,6 +373,49 @@ class FakeUpstream:
             if stale.times <= 0:
                 del self._stale[project.normalized]
             return stale.serial if stale.serial is not None else project.serial - 1
+
+    def _draw(self, request: web.Request) -> str | None:
+        """The chaos fault for this request (recorded in `injected`), or None."""
+        path = request.path
+        with self._lock:
+            chaos = self._chaos
+            if chaos is None:
+                return None
+            nth = self._chaos_seen.get(path, 0)
+            self._chaos_seen[path] = nth + 1
+            kind = chaos.draw(path, nth)
+            is_file = path.startswith("/packages/")
+            is_page = path.startswith(("/simple/", "/pypi/")) and path.count("/") >= 3
+            if (kind == "wrong_bytes" and not is_file) or (kind == "stale" and not is_page):
+                return None
+            if kind is not None:
+                self.injected.append((kind, path))
+            return kind
+
+    async def _send_raw(self, request: web.Request, raw: RawResponse) -> web.StreamResponse:
+        response = web.StreamResponse(status=raw.status, headers=raw.headers)
+        response.content_type = raw.content_type
+        if raw.length is not None:
+            response.content_length = raw.size if raw.length == -1 else raw.length
+        sent = 0
+        try:
+            await response.prepare(request)
+            for part in (raw.prefix, *(raw.filler for _ in range(raw.repeat)), raw.suffix):
+                if part:
+                    await response.write(part)
+                    sent += len(part)
+            if raw.length is not None and raw.length > raw.size:
+                # A Content-Length above the body: close so the client sees it short.
+                if request.transport is not None:
+                    request.transport.close()
+                return response
+            await response.write_eof()
+        except (ConnectionError, RuntimeError):
+            pass  # the client hung up: what it took is counted
+        finally:
+            with self._lock:
+                self.sent[request.path] = self.sent.get(request.path, 0) + sent
+        return response
 
     # -- the app ---------------------------------------------------------------------------
 
@@ -286,9 +444,39 @@ class FakeUpstream:
             rule = self._take(self._fail, request.path)
             if rule is not None:
                 status = rule.status
-                return web.Response(status=rule.status, text=f"fake failure {rule.status}\n")
+                return web.Response(
+                    status=rule.status, text=f"fake failure {rule.status}\n", headers=rule.headers
+                )
+            with self._lock:
+                raw = self._overrides.get(request.path)
+            if raw is not None:
+                status = raw.status
+                return await self._send_raw(request, raw)
+            fault = self._draw(request)
+            drop = self._take(self._drop, request.path)
+            mode = drop.mode if drop is not None else fault
+            if fault == "error":
+                status = random.Random(request.path).choice((500, 502, 503))
+                return web.Response(status=status, text=f"chaos {status}\n")
+            if fault == "too_many":
+                status = 429
+                chaos = self._chaos
+                retry_after = chaos.retry_after if chaos is not None else "1"
+                return web.Response(
+                    status=429, text="chaos 429\n", headers={"Retry-After": retry_after}
+                )
+            if mode == "reset":
+                status = 0
+                _reset(request)
+                return web.Response(status=204)
+            if fault == "wrong_bytes":
+                request[_CHAOS_CORRUPT] = True
+            elif fault == "stale":
+                request[_CHAOS_STALE] = True
             response: web.StreamResponse = await handler(request)
             status = response.status
+            if mode == "truncate" and isinstance(response, web.Response) and response.body:
+                return await _truncated(request, response)
             return response
         except web.HTTPException as exc:
             status = exc.status
@@ -379,7 +567,7 @@ class FakeUpstream:
         data = f.metadata() if is_metadata else await loop.run_in_executor(None, f.content)
         if data is None:
             raise web.HTTPNotFound(text="404 Not Found\n")
-        if data and self._take(self._corrupt, path) is not None:
+        if data and (request.get(_CHAOS_CORRUPT) or self._take(self._corrupt, path) is not None):
             data = data[:-1] + bytes([data[-1] ^ 0xFF])
         headers = {"Cache-Control": FILE_CACHE, "Accept-Ranges": "bytes"}
         return _ranged(request, data, headers)
@@ -408,6 +596,36 @@ class FakeUpstream:
         return web.json_response(
             {"serial": self.index.serial, "projects": len(self.index), "requests": self.total}
         )
+
+
+_CHAOS_STALE = "fake_upstream.stale"
+_CHAOS_CORRUPT = "fake_upstream.corrupt"
+
+
+def _reset(request: web.Request) -> None:
+    """Drop the connection with a TCP RST, as a crashed proxy or a flaky network does."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+async def _truncated(request: web.Request, response: web.Response) -> web.StreamResponse:
+    """Send the headers of ``response`` with its full Content-Length, half its body, then close."""
+    body = bytes(response.body) if isinstance(response.body, bytes | bytearray) else b""
+    short = web.StreamResponse(status=response.status, headers=response.headers)
+    short.content_length = len(body)
+    try:
+        await short.prepare(request)
+        await short.write(body[: len(body) // 2])
+    except (ConnectionError, RuntimeError):
+        pass
+    if request.transport is not None:
+        request.transport.close()
+    return short
 
 
 async def _add_slash(request: web.Request) -> web.Response:

@@ -316,3 +316,19 @@ async def test_ledger_and_status_survive_json_roundtrip(
     assert {p["name"]: p["_last-serial"] for p in root["projects"]} == {
         (e.display or n): e.serial for n, e in ledger.items()
     }
+
+
+async def test_quarantined_project_offers_no_files(upstream: FakeUpstream, tmp_path: Path) -> None:
+    directory = tmp_path / "mirror"
+    config = make_config(directory, upstream)
+    await mirror(config)
+    upstream.index.set_status("alpha", "quarantined", "malware")
+    # PyPI hides a quarantined project from the listing, so `mirror` removes it...
+    await mirror(config)
+    gone = (directory / "web/simple/alpha").exists(), package_files(directory)
+    # ...and `sync alpha` (which asks for it by name) writes a page without any file.
+    await mirror(config, names=["alpha"])
+    page = project_page(directory, "alpha")
+    assert (gone[0], any(n.startswith("alpha-") for n in gone[1])) == (False, False)
+    assert (page["files"], page["project-status"]["status"]) == ([], "quarantined")
+    assert check_tree(directory) == []

@@ -240,6 +240,24 @@ async def test_repair_resyncs_a_project_whose_file_left_the_upstream(
     assert (await run_verify(synced))[0] == 0
 
 
+async def test_a_repair_resync_applies_the_configured_filters(
+    synced: Config, upstream: FakeUpstream
+) -> None:
+    """gamma 1.1 is yanked: re-synced under exclude_yanked, its files must not come back."""
+    (tree(synced) / "web" / "simple" / "gamma" / "index.v1_json").unlink()
+    config = config_from_mapping(
+        {
+            "mirror": {"directory": str(tree(synced)), "upstream": upstream.url, "json": True},
+            "plugins": {"enabled": ["exclude_yanked"]},
+        },
+        tree(synced).parent / "mirror.toml",
+    )
+    code, _ = await run_verify(config, repair=True, delete_orphans=True)
+    page = (tree(synced) / "web/simple/gamma/index.v1_json").read_text()
+    assert (code, "gamma-1.0.tar.gz" in page, "gamma-1.1" in page) == (0, True, False)
+    assert not list((tree(synced) / "web" / "packages").rglob("gamma-1.1*"))
+
+
 async def test_repair_that_cannot_reach_the_upstream_reports_the_problem(
     synced: Config, upstream: FakeUpstream
 ) -> None:
@@ -324,6 +342,20 @@ async def test_a_cancelled_verify_resumes_and_restart_ignores_progress(synced: C
     _, partial = await run_verify(synced, limit=2)
     _, fresh = await run_verify(synced, restart=True)
     assert (partial.complete, fresh.projects_skipped, fresh.projects_checked) == (False, 0, 12)
+
+
+async def test_a_torn_progress_line_is_dropped_before_appending(synced: Config) -> None:
+    await run_verify(synced, limit=3)
+    with (tree(synced) / PROGRESS_FILE).open("a") as f:
+        f.write("d zz")  # a crash mid-write; glued to the next line, "zz..." would skip all
+    _, second = await run_verify(synced, limit=3)
+    code, third = await run_verify(synced)
+    assert (code, second.projects_skipped, third.projects_skipped, third.projects_checked) == (
+        0,
+        3,
+        6,
+        6,
+    )
 
 
 async def test_quick_progress_is_not_taken_for_a_full_pass(synced: Config) -> None:

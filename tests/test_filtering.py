@@ -1,0 +1,156 @@
+"""Filters end to end: the tree holds exactly what the filters keep, and changes apply next run."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bandersnatch_clone.config import Config, config_from_mapping
+from bandersnatch_clone.errors import PluginError
+from tests.conftest import MakeUpstream
+from tests.fake_upstream import FakeIndex, FakeUpstream
+from tests.mirror_helpers import expected_files, mirror, root_projects
+from tests.treecheck import check_tree, package_files
+
+
+def filtered_config(directory: Path, upstream: FakeUpstream, **tables: Any) -> Config:
+    data: dict[str, Any] = {
+        "mirror": {
+            "directory": str(directory),
+            "upstream": upstream.url,
+            "metadata_workers": 4,
+            "download_workers": 4,
+        },
+        **tables,
+    }
+    return config_from_mapping(data, directory.parent / "filters.toml")
+
+
+def files_of(index: FakeIndex, keep: Any) -> set[str]:
+    """Filenames of the upstream's files for which keep(project, release_version, filename)."""
+    return {
+        f.filename
+        for p in index.listed()
+        for r, f in p.files()
+        if keep(p.normalized, r.version, f.filename)
+    }
+
+
+CASES: dict[str, tuple[dict[str, Any], Any]] = {
+    "blocklist_project": (
+        {"plugins": {"enabled": ["blocklist_project"]}, "blocklist": {"packages": ["alpha"]}},
+        lambda p, v, f: p != "alpha",
+    ),
+    "prerelease_release": (
+        {"plugins": {"enabled": ["prerelease_release"]}},
+        lambda p, v, f: "b1" not in v,
+    ),
+    "exclude_platform": (
+        {"plugins": {"enabled": ["exclude_platform"]}, "blocklist": {"platforms": ["linux"]}},
+        lambda p, v, f: "manylinux" not in f,
+    ),
+    "regex_project": (
+        {"plugins": {"enabled": ["regex_project"]}, "filter_regex": {"packages": ["^[a-d]"]}},
+        lambda p, v, f: not re.match("^[a-d]", p),
+    ),
+    "exclude_yanked": (
+        {"plugins": {"enabled": ["exclude_yanked"]}},
+        lambda p, v, f: not ((p == "gamma" or p == "zeta") and v == "1.1"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+async def test_builtin_filter_keeps_exactly_the_expected_files(
+    upstream: FakeUpstream, tmp_path: Path, case: str
+) -> None:
+    tables, keep = CASES[case]
+    directory = tmp_path / "mirror"
+    outcome = await mirror(filtered_config(directory, upstream, **tables))
+    assert outcome.exit_code == 0
+    assert package_files(directory) == files_of(upstream.index, keep)
+    assert check_tree(directory) == []
+
+
+async def test_dropped_projects_leave_no_empty_page(upstream: FakeUpstream, tmp_path: Path) -> None:
+    directory = tmp_path / "mirror"
+    tables = {"plugins": {"enabled": ["blocklist_project"]}, "blocklist": {"packages": ["beta"]}}
+    await mirror(filtered_config(directory, upstream, **tables))
+    assert ((directory / "web/simple/beta").exists(), "beta" in root_projects(directory)) == (
+        False,
+        False,
+    )
+
+
+async def test_allowlist_asks_only_about_its_projects(
+    make_upstream: MakeUpstream, tmp_path: Path
+) -> None:
+    upstream = make_upstream(FakeIndex.generate(500, files_per_project=1))
+    names = ["proj-000007", "proj-000123", "proj-000499"]
+    tables = {"plugins": {"enabled": ["allowlist_project"]}, "allowlist": {"packages": names}}
+    directory = tmp_path / "mirror"
+    outcome = await mirror(filtered_config(directory, upstream, **tables))
+    asked = {r.path for r in upstream.requests if not r.path.startswith("/packages/")}
+    assert outcome.exit_code == 0
+    assert asked == {f"/simple/{n}/" for n in names}
+    assert sorted(root_projects(directory)) == names
+    assert check_tree(directory) == []
+
+
+async def test_allowlist_and_platform_changes_apply_next_run(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    directory = tmp_path / "mirror"
+    allow = {"plugins": {"enabled": ["allowlist_project"]}, "allowlist": {"packages": ["alpha"]}}
+    await mirror(filtered_config(directory, upstream, **allow))
+    first = sorted(root_projects(directory))
+    allow["allowlist"] = {"packages": ["alpha", "eta"]}
+    await mirror(filtered_config(directory, upstream, **allow))
+    second = package_files(directory)
+    allow["plugins"] = {"enabled": ["allowlist_project", "exclude_platform"]}
+    allow["blocklist"] = {"platforms": ["linux"]}
+    await mirror(filtered_config(directory, upstream, **allow))
+    assert first == ["alpha"]
+    assert second == files_of(upstream.index, lambda p, v, f: p in ("alpha", "eta"))
+    assert package_files(directory) == files_of(
+        upstream.index, lambda p, v, f: p in ("alpha", "eta") and "manylinux" not in f
+    )
+    assert check_tree(directory) == []
+
+
+async def test_changed_filter_reaches_projects_whose_serial_did_not_move(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    directory = tmp_path / "mirror"
+    await mirror(filtered_config(directory, upstream))
+    blocked = {"plugins": {"enabled": ["prerelease_release"]}}
+    outcome = await mirror(filtered_config(directory, upstream, **blocked))
+    assert outcome.exit_code == 0
+    assert package_files(directory) == {f for f in expected_files(upstream.index) if "b1" not in f}
+    assert check_tree(directory) == []
+
+
+def test_unknown_plugin_exits_2_naming_it(upstream: FakeUpstream, tmp_path: Path) -> None:
+    config = tmp_path / "m.toml"
+    config.write_text(
+        f'[mirror]\ndirectory = "{tmp_path / "m"}"\nupstream = "{upstream.url}"\n'
+        '[plugins]\nenabled = ["no_such_filter"]\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "bandersnatch_clone.cli", "-c", str(config), "mirror"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, "no_such_filter" in result.stderr, upstream.total) == (2, True, 0)
+
+
+async def test_bad_plugin_option_names_the_key(upstream: FakeUpstream, tmp_path: Path) -> None:
+    tables = {"plugins": {"enabled": ["latest_release"]}, "latest_release": {"keep": "many"}}
+    with pytest.raises(PluginError, match="keep"):
+        await mirror(filtered_config(tmp_path / "m", upstream, **tables))
