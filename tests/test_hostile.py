@@ -255,16 +255,17 @@ def test_hostile_project_names_do_not_reach_the_terminal_raw(
 
 #: Filenames (and file URLs) that try to leave web/packages: every one must be refused.
 ESCAPING_FILES = [
-    ("../../../../escape1.whl", None),
+    # Seven levels up from web/packages/<aa>/<bb>/<rest>/ is inside tmp_path: `outside` sees it.
+    ("../" * 7 + "escape1.whl", None),
     ("a/b.whl", None),
     ("a\\b.whl", None),
     ("nul\x00.whl", None),
     ("ctl\x1b.whl", None),
     ("..", None),
     # A plain filename, but a URL whose path climbs out of /packages/.
-    ("escape2.whl", "/packages/../../../../escape2.whl"),
-    ("escape3.whl", "/packages/%2E%2E/%2E%2E/%2E%2E/%2E%2E/escape3.whl"),
-    ("escape4.whl", "/packages/aa/..%2F..%2F..%2F..%2Fescape4.whl"),
+    ("escape2.whl", "/packages/" + "../" * 4 + "escape2.whl"),
+    ("escape3.whl", "/packages/" + "%2E%2E/" * 4 + "escape3.whl"),
+    ("escape4.whl", "/packages/aa/" + "..%2F" * 4 + "escape4.whl"),
 ]
 
 
@@ -341,7 +342,7 @@ async def test_awkward_filenames_are_linked_so_clients_find_them(
 
 
 @pytest.fixture
-def elsewhere(make_upstream: MakeUpstream) -> Iterator[FakeUpstream]:
+def elsewhere() -> Iterator[FakeUpstream]:
     """Another server on another loopback address (another host): must never be asked."""
     server = FakeUpstream(FakeIndex(), host="127.0.0.2").start()
     yield server
