@@ -16,6 +16,8 @@ MirrorError
 
 from __future__ import annotations
 
+import errno
+
 
 class MirrorError(Exception):
     """Root of every error this package raises on purpose."""
@@ -107,6 +109,17 @@ class StorageError(MirrorError):
         self.path = path
         self.problem = problem
         super().__init__(f"{path}: {problem}")
+
+    @classmethod
+    def from_os(cls, path: object, exc: OSError) -> StorageError:
+        """The operator's words for the errors a full or read-only disk gives."""
+        reason = {
+            errno.ENOSPC: "no space left on device",
+            errno.EROFS: "read-only file system",
+            errno.EACCES: "permission denied",
+            errno.EDQUOT: "disk quota exceeded",
+        }.get(exc.errno or 0, exc.strerror or str(exc))
+        return cls(str(path), reason)
 
 
 class PluginError(MirrorError):

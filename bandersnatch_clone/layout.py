@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import PurePosixPath
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from packaging.utils import NormalizedName, canonicalize_name
 
@@ -27,14 +27,14 @@ V1_HTML_PAGE = "index.v1_html"
 V1_JSON_PAGE = "index.v1_json"
 
 # PEP 508 / core metadata: a valid project name.
-_VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 # Anything a filename or path segment must never contain: separators, NUL and control chars.
 _BAD_SEGMENT = re.compile(r"[/\\\x00-\x1f\x7f]")
 
 
 def normalize(name: str) -> NormalizedName:
     """PEP 503 normalised name, refusing names that are not valid project names."""
-    if not _VALID_NAME.match(name):
+    if not VALID_NAME.match(name):
         raise UnsafePath(name, "invalid project name")
     return canonicalize_name(name)
 
@@ -89,7 +89,9 @@ def page_link(path: PurePosixPath, root_uri: str | None) -> str:
 
     Relative (``../../packages/...``) unless ``root_uri`` is set, then absolute from it.
     """
-    rel = path.relative_to(WEB).as_posix()
+    # Percent-encode each segment: a filename may hold '%', '#', '?' or spaces, which would
+    # otherwise change what a client fetches. RFC 3986 sub-delims such as '+' stay as they are.
+    rel = "/".join(quote(part, safe="!$&'()*+,;=:@") for part in path.relative_to(WEB).parts)
     if root_uri:
         return f"{root_uri.rstrip('/')}/{rel}"
     return f"../../{rel}"

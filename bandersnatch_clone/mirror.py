@@ -217,6 +217,8 @@ async def _locked_run(
         await asyncio.to_thread(write_filter_state, directory, filter_state)
     await asyncio.to_thread(journal.begin, plan.target_serial, len(plan.fetch))
     engine = Engine(engine_settings(config), storage, upstream, ledger, journal, reporter, filters)
+    if previous is not None:
+        engine.carry_over(previous.deleted, previous.obsolete)
     try:
         result = await engine.execute(plan)
         outcome.result = result
@@ -229,6 +231,8 @@ async def _locked_run(
             root_serial = target if complete else status
             await write_root_index(storage, ledger, max(root_serial, status))
             await save_ledger(directory, ledger)
+        # Only now, with no root index naming them, do removed projects' pages and files go.
+        await engine.finish_removals()
         synced = set(result.synced) | set(result.deleted)
         filter_state.recheck = {
             n: t for n, t in filter_state.recheck.items() if n not in synced

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from packaging.utils import NormalizedName, canonicalize_name
 
+from bandersnatch_clone.layout import VALID_NAME as _VALID_NAME
 from bandersnatch_clone.model import ListedProject
 from bandersnatch_clone.state import Ledger
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,10 @@ def plan_from_listing(
     fetch: list[PlannedProject] = []
     seen: set[str] = set()
     for row in listing:
+        if not _VALID_NAME.match(row.name):
+            # Not a project name (PEP 508): never fetched, never shown raw to the operator.
+            log.warning("ignoring an invalid project name in the listing: %r", row.name)
+            continue
         name = canonicalize_name(row.name)
         seen.add(name)
         entry = ledger.get(name)
@@ -67,6 +75,9 @@ def plan_from_changelog(
     """
     newest: dict[NormalizedName, tuple[int, str]] = {}
     for raw, serial in changed:
+        if not _VALID_NAME.match(raw):
+            log.warning("ignoring an invalid project name in the changelog: %r", raw)
+            continue
         name = canonicalize_name(raw)
         if name not in newest or newest[name][0] < serial:
             newest[name] = (serial, raw)

@@ -19,7 +19,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import filelock
 
@@ -65,7 +65,7 @@ def atomic_write_text(path: Path, text: str, *, fsync: bool = False) -> None:
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
-        raise StorageError(str(path), e.strerror or str(e)) from e
+        raise StorageError.from_os(path, e) from e
 
 
 def read_status(directory: Path) -> int:
@@ -124,13 +124,15 @@ class JournalState:
     planned: int = 0
     done: dict[str, LedgerEntry] = field(default_factory=dict)
     deleted: set[str] = field(default_factory=set)
+    #: (project, path) of files journalled as losing their last link.
+    obsolete: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Journal:
     """The append-only ``todo`` file of a run.
 
     Line forms: ``begin <target-serial> <planned-count>``, ``done <ledger line>``,
-    ``deleted <name>``. A torn last line (a crash mid-write) is ignored.
+    ``deleted <name>``, ``obsolete <name> <path>``. A torn last line (a crash mid-write) is ignored.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -154,6 +156,8 @@ class Journal:
             elif parts[0] == "done" and len(parts) in (5, 6):
                 state.done[parts[1]] = LedgerEntry.from_fields(parts[1:])
                 state.deleted.discard(parts[1])
+            elif parts[0] == "obsolete" and len(parts) >= 3:
+                state.obsolete.append((parts[1], line.split(" ", 2)[2]))
             elif parts[0] == "deleted" and len(parts) == 2:
                 state.deleted.add(parts[1])
                 state.done.pop(parts[1], None)
@@ -167,7 +171,14 @@ class Journal:
     def _append(self, line: str) -> None:
         if self._file is None:
             raise RuntimeError("journal not begun")
-        os.write(self._file, line.encode("utf-8"))
+        try:
+            os.write(self._file, line.encode("utf-8"))
+        except OSError as e:
+            raise StorageError.from_os(self.path, e) from e
+
+    def obsolete(self, name: str, path: PurePosixPath) -> None:
+        """A file about to lose its last link (its page is being replaced or removed)."""
+        self._append(f"obsolete {name} {path.as_posix()}\n")
 
     def done(self, name: str, entry: LedgerEntry) -> None:
         self._append(f"done {entry.to_fields(name)}\n")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -23,7 +23,7 @@ from bandersnatch_clone.errors import (
     ProjectNotFound,
     StorageError,
     UnsafePath,
-    UpstreamError,
+    UpstreamUnavailable,
 )
 from bandersnatch_clone.filters import FilterSet
 from bandersnatch_clone.model import DistFile, ProjectStatus
@@ -108,6 +108,11 @@ class Engine:
         self.filters = filters or FilterSet()
         #: Projects whose filtered page changes with time alone (cooldown): name -> when.
         self.recheck: dict[str, float] = {}
+        #: Projects taken off the mirror this run (name -> why): pages removed at the end.
+        self.removed: dict[str, str] = {}
+        #: Files of removed projects, and obsolete files an interrupted run journalled: each
+        #: removed at the end unless its project's current page links it again.
+        self.obsolete: list[tuple[str, PurePosixPath]] = []
         self.storage = storage
         self.upstream = upstream
         self.ledger = ledger
@@ -184,6 +189,16 @@ class Engine:
         page_dir = layout.project_dir(local.name)
         old_page = await self.storage.read_bytes(page_dir / layout.V1_JSON_PAGE)
         pages = project_pages(local)
+        obsolete: list[PurePosixPath] = []
+        if old_page is not None and self.settings.cleanup:
+            keep = set(layout.linked_paths(pages[layout.V1_JSON_PAGE], self.settings.root_uri))
+            obsolete = [
+                p for p in layout.linked_paths(old_page, self.settings.root_uri) if p not in keep
+            ]
+            # Journalled before the old page (the only record of them) is replaced, so a crash
+            # in between cannot leave them on disk for ever.
+            for path in obsolete:
+                self.journal.obsolete(name, path)
         for page, body in pages.items():
             await self.storage.write_bytes(page_dir / page, body)
         if self.settings.json:
@@ -197,11 +212,8 @@ class Engine:
                     await self.storage.delete(path)
                 else:
                     await self.storage.write_bytes(path, raw)
-        if old_page is not None and self.settings.cleanup:
-            keep = set(layout.linked_paths(pages[layout.V1_JSON_PAGE], self.settings.root_uri))
-            for path in layout.linked_paths(old_page, self.settings.root_uri):
-                if path not in keep:
-                    await self.storage.delete(path)
+        for path in obsolete:
+            await self.storage.delete(path)
         display = item.display or (self.ledger[name].display if name in self.ledger else None)
         size = sum(f.size or 0 for f in placed)
         entry = LedgerEntry(detail.serial, len(placed), size, display)
@@ -260,7 +272,7 @@ class Engine:
             async with self._download_slots:
                 sink = await self.storage.open_temp()
                 try:
-                    written = await self.upstream.download(f.url, f.sha256, sink)
+                    written = await self.upstream.download(f.url, f.sha256, sink, f.size)
                     await sink.commit(path)
                 except BaseException:
                     await sink.abort()
@@ -284,8 +296,10 @@ class Engine:
             try:
                 async with self._download_slots:
                     body = await self.upstream.fetch_bytes(f.url + ".metadata", expected)
-            except UpstreamError as e:
-                # Offered but not served: leave it out of our page rather than fail the project.
+            except UpstreamUnavailable as e:
+                if e.status not in (404, 410):
+                    raise  # transient: the project fails and the next run tries again
+                # Offered but not there: leave it out of our page rather than fail the project.
                 log.warning("%s: core metadata not mirrored: %s", f.filename, e)
                 return None
             await self.storage.write_bytes(mpath, body)
@@ -303,20 +317,48 @@ class Engine:
             self.result.skipped += 1
 
     async def delete_project(self, name: str, why: str = "removed upstream") -> None:
-        """Remove a project: pages first (nothing links to its files any more), then the files."""
-        page_dir = layout.project_dir(layout.normalize(name))
-        old_page = await self.storage.read_bytes(page_dir / layout.V1_JSON_PAGE)
-        for page in (layout.V1_JSON_PAGE, layout.V1_HTML_PAGE, layout.HTML_PAGE):
-            await self.storage.delete(page_dir / page)
-        for path in layout.json_paths(layout.normalize(name)):
-            await self.storage.delete(path)
-        if old_page is not None:
-            for path in layout.linked_paths(old_page, self.settings.root_uri):
-                await self.storage.delete(path)
+        """Take a project off the mirror: out of the ledger now (so the root index written at
+        the end of the run no longer names it); its pages and files go in `finish_removals`,
+        after that root index, so no reader follows a link to something already removed."""
+        name = layout.normalize(name)
+        old_page = await self.storage.read_bytes(layout.project_dir(name) / layout.V1_JSON_PAGE)
+        for path in layout.linked_paths(old_page or b"", self.settings.root_uri):
+            self.journal.obsolete(name, path)
+            self.obsolete.append((name, path))
         self.ledger.pop(name, None)
         self.journal.deleted(name)
+        self.removed[name] = why
         self.result.deleted.append(name)
         log.info("%s: deleted (%s)", name, why)
+
+    def carry_over(self, deleted: Iterable[str], obsolete: Iterable[tuple[str, str]]) -> None:
+        """Removals an interrupted run journalled but may not have finished."""
+        for name in deleted:
+            if name not in self.ledger:
+                self.removed.setdefault(name, "removal left by an interrupted run")
+                self.journal.deleted(name)
+        for name, path in obsolete:
+            self.journal.obsolete(name, PurePosixPath(path))
+            self.obsolete.append((name, PurePosixPath(path)))
+
+    async def finish_removals(self) -> None:
+        """Remove the pages of deleted projects, then every journalled obsolete file that no
+        current page links to. Call after the root index is written."""
+        for name in self.removed:
+            page_dir = layout.project_dir(NormalizedName(name))
+            for page_name in (layout.V1_JSON_PAGE, layout.V1_HTML_PAGE, layout.HTML_PAGE):
+                await self.storage.delete(page_dir / page_name)
+            for json_copy in layout.json_paths(NormalizedName(name)):
+                await self.storage.delete(json_copy)
+        linked: dict[str, set[PurePosixPath]] = {}
+        for name, path in self.obsolete:
+            if name not in linked:
+                current = await self.storage.read_bytes(
+                    layout.project_dir(NormalizedName(name)) / layout.V1_JSON_PAGE
+                )
+                linked[name] = set(layout.linked_paths(current or b"", self.settings.root_uri))
+            if path not in linked[name]:
+                await self.storage.delete(path)
 
 
 async def write_root_index(storage: Storage, ledger: Ledger, serial: int) -> None:

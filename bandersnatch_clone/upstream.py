@@ -116,16 +116,22 @@ class _MemorySink:
 def allowed_hosts(
     base_url: str, download_url: str | None = None, extra: Iterable[str] = ()
 ) -> frozenset[str]:
-    """Hosts the mirror may fetch from: the upstream's, the download host, `extra`, and the
-    files host of an index known to keep its files elsewhere (pypi.org: files.pythonhosted.org)."""
-    hosts = {host.lower() for host in extra}
+    """Origins (``host:port``) the mirror may fetch from: the upstream's, the download host's,
+    `extra` (``host`` means its https and http ports), and the files host of an index known
+    to keep its files elsewhere (pypi.org: files.pythonhosted.org). The port counts: another
+    port on the upstream's host is another service, not the upstream."""
+    origins: set[str] = set()
+    for item in extra:
+        item = item.lower()
+        origins.update([item] if ":" in item else [f"{item}:443", f"{item}:80"])
     for url in (base_url, download_url):
-        host = URL(url).host if url else None
-        if host:
-            hosts.add(host.lower())
-            if host.lower() in _FILE_HOSTS:
-                hosts.add(_FILE_HOSTS[host.lower()])
-    return frozenset(hosts)
+        parsed = URL(url) if url else None
+        if parsed is not None and parsed.host:
+            host = parsed.host.lower()
+            origins.add(f"{host}:{parsed.port}")
+            if host in _FILE_HOSTS:
+                origins.add(f"{_FILE_HOSTS[host]}:443")
+    return frozenset(origins)
 
 
 def _header_serial(resp: aiohttp.ClientResponse) -> int | None:
@@ -337,13 +343,17 @@ class Upstream:
         query = f"?{target.raw_query_string}" if target.raw_query_string else ""
         return URL(f"{self._download}{target.raw_path}{query}", encoded=True)
 
-    async def download(self, url: str, expected_sha256: str, sink: Sink) -> int:
+    async def download(
+        self, url: str, expected_sha256: str, sink: Sink, size: int | None = None
+    ) -> int:
         """Stream a file into `sink`, checking its sha256 on the way; returns the bytes written.
 
         Retries start again from the first byte (after ``sink.reset()``). A digest mismatch
         raises `IntegrityError`; the caller then aborts the sink. Nothing is ever committed here.
+        With `size` (what the page advertised), a body that grows past it is cut off at once
+        rather than streamed to disk to its end.
         """
-        return await self._stream(url, expected_sha256, sink)
+        return await self._stream(url, expected_sha256, sink, size)
 
     async def fetch_bytes(self, url: str, expected_sha256: str | None) -> bytes:
         """A small file (PEP 658 ``.metadata``) in memory, at most ``max_json_bytes``, verified
@@ -353,7 +363,9 @@ class Upstream:
         await self._stream(url, expected_sha256, sink)
         return bytes(sink.data)
 
-    async def _stream(self, url: str, expected_sha256: str | None, sink: Sink) -> int:
+    async def _stream(
+        self, url: str, expected_sha256: str | None, sink: Sink, size: int | None = None
+    ) -> int:
         target = self._file_target(url)
         expected = expected_sha256.lower() if expected_sha256 is not None else None
         if expected is not None and not _SHA256.fullmatch(expected):
@@ -369,9 +381,13 @@ class Upstream:
             written = 0
             async with self._request("GET", target, self._file_timeout, raw=True) as resp:
                 async for chunk in resp.content.iter_chunked(self._chunk):
+                    written += len(chunk)
+                    if size is not None and written > size:
+                        raise IntegrityError(
+                            str(target), f"{size} bytes", f"more than {size} bytes"
+                        )
                     digest.update(chunk)
                     await sink.write(chunk)
-                    written += len(chunk)
                 check_complete(resp, written, decoded=False)
             if expected is not None and digest.hexdigest() != expected:
                 raise IntegrityError(str(target), expected, digest.hexdigest())
@@ -385,8 +401,10 @@ class Upstream:
         # Upstream metadata is untrusted: it must not send us to any other host.
         if url.scheme not in ("http", "https") or not url.host:
             raise BadUpstreamData(original, "not an absolute http(s) URL")
-        if url.host.lower() not in self.allowed_hosts:
-            raise BadUpstreamData(original, f"host {url.host} is not one of this upstream's")
+        if f"{url.host.lower()}:{url.port}" not in self.allowed_hosts:
+            raise BadUpstreamData(
+                original, f"{url.host}:{url.port} is not one of this upstream's hosts"
+            )
         if self._https_only and url.scheme != "https":
             raise BadUpstreamData(original, "plain http from an https upstream")
 

@@ -407,7 +407,12 @@ async def test_redirect_on_the_same_host_is_followed(start: Start) -> None:
 
 def test_pypi_implies_its_files_host() -> None:
     hosts = allowed_hosts("https://pypi.org", None, ["Mirror.Example"])
-    assert hosts == {"pypi.org", "files.pythonhosted.org", "mirror.example"}
+    assert hosts == {
+        "pypi.org:443",
+        "files.pythonhosted.org:443",
+        "mirror.example:443",
+        "mirror.example:80",
+    }
 
 
 # -- files ---------------------------------------------------------------------------------------

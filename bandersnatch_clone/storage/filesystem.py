@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import shutil
 import tempfile
@@ -17,13 +16,7 @@ _KEEP = {PurePosixPath("web"), PurePosixPath("web/simple"), PurePosixPath("web/p
 
 
 def _storage_error(path: Path, exc: OSError) -> StorageError:
-    reason = {
-        errno.ENOSPC: "no space left on device",
-        errno.EROFS: "read-only file system",
-        errno.EACCES: "permission denied",
-        errno.EDQUOT: "disk quota exceeded",
-    }.get(exc.errno or 0, exc.strerror or str(exc))
-    return StorageError(str(path), reason)
+    return StorageError.from_os(path, exc)
 
 
 class FilesystemTemp:
