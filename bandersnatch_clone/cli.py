@@ -117,6 +117,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             quick=args.quick,
             restart=args.restart,
             workers=args.workers,
+            limit=args.limit,
         )
     )
     _print_summary(args, summary)
@@ -299,6 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="pages vs files and sizes, no hashing")
     p.add_argument("--restart", action="store_true", help="ignore an interrupted pass's progress")
     p.add_argument("--workers", type=int, default=None, help="hashing threads (default: cores)")
+    p.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        default=None,
+        help="stop after N projects; the next verify goes on from there",
+    )
     p.set_defaults(func=cmd_verify)
     p = add(
         "delete",

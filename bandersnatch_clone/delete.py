@@ -19,6 +19,7 @@ from bandersnatch_clone.config import Config
 from bandersnatch_clone.errors import StorageError, UnsafePath
 from bandersnatch_clone.state import (
     Journal,
+    JournalState,
     Ledger,
     MirrorLock,
     fold_journal,
@@ -74,28 +75,38 @@ class DeleteSummary:
         )
 
 
-def load_ledger(directory: Path) -> tuple[Ledger, bool]:
+def load_ledger(directory: Path) -> tuple[Ledger, JournalState | None]:
     """The ledger with what an interrupted run finished folded in (its pages are on disk), and
-    whether there was such a journal to fold."""
+    that run's journal, if there is one."""
     ledger = read_ledger(directory)
     pending = Journal(directory).load()
     if pending is not None:
         fold_journal(ledger, pending)
-    return ledger, pending is not None
+    return ledger, pending
 
 
-async def commit_ledger(storage: FilesystemStorage, ledger: Ledger, folded_journal: bool) -> None:
-    """Root index (at the status serial), then the ledger; a folded journal is then spent.
+def _rewrite_journal(directory: Path, pending: JournalState) -> None:
+    """The interrupted run's journal without its ``done`` lines, now in the saved ledger (left
+    in, they would bring a deleted project back). Its pending removals stay for `mirror`."""
+    journal = Journal(directory)
+    journal.begin(pending.target_serial, pending.planned)
+    try:
+        for name in sorted(pending.deleted):
+            journal.deleted(name)
+        for name, path in pending.obsolete:
+            journal.obsolete(name, PurePosixPath(path))
+    finally:
+        journal.close()
 
-    Dropping the journal is what `mirror` does when it resumes (fold, save, start afresh): its
-    next plan is a diff of the upstream listing against this ledger, which loses nothing.
-    """
+
+async def _commit(storage: FilesystemStorage, ledger: Ledger, pending: JournalState | None) -> None:
+    """Root index (at the status serial) from the ledger, then the ledger, then the journal."""
     directory = storage.root
     status = await asyncio.to_thread(read_status, directory)
     await write_root_index(storage, ledger, status)
     await save_ledger(directory, ledger)
-    if folded_journal:
-        await asyncio.to_thread(Journal(directory).remove)
+    if pending is not None:
+        await asyncio.to_thread(_rewrite_journal, directory, pending)
 
 
 def project_paths(
@@ -133,7 +144,7 @@ async def run_delete(
         raise StorageError(str(directory), "no mirror here (the directory does not exist)")
     with MirrorLock(directory):
         storage = FilesystemStorage(directory)
-        ledger, folded = await asyncio.to_thread(load_ledger, directory)
+        ledger, pending = await asyncio.to_thread(load_ledger, directory)
         root_uri = config.mirror.root_uri or None
         doomed: dict[NormalizedName, dict[PurePosixPath, int]] = {}
         unknown: dict[str, str] = {}
@@ -153,7 +164,7 @@ async def run_delete(
         if doomed and not dry_run:
             for name in doomed:
                 ledger.pop(name, None)
-            await commit_ledger(storage, ledger, folded)
+            await _commit(storage, ledger, pending)
             for name, paths in doomed.items():
                 for path in paths:
                     await storage.delete(path)

@@ -173,13 +173,13 @@ async def run(
         http = session or make_session(config)
         try:
             upstream = make_upstream(config, http, retry)
-            return await _locked_run(config, directory, upstream, filters, names, reporter)
+            return await locked_run(config, directory, upstream, filters, names, reporter)
         finally:
             if own_session:
                 await http.close()
 
 
-async def _locked_run(
+async def locked_run(
     config: Config,
     directory: Path,
     upstream: Upstream,
@@ -187,6 +187,8 @@ async def _locked_run(
     names: Sequence[str] | None,
     reporter: Reporter | None,
 ) -> Outcome:
+    """The body of a run, under a `MirrorLock` the caller already holds (verify --repair
+    re-syncs projects through it without letting go of its lock)."""
     storage = FilesystemStorage(directory)
     temp_removed = await storage.clean_temp()
     if temp_removed:

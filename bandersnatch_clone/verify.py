@@ -25,18 +25,15 @@ from urllib.parse import unquote
 
 import aiohttp
 from humanfriendly import format_size, format_timespan
-from packaging.utils import NormalizedName
 
-from bandersnatch_clone import layout
+from bandersnatch_clone import layout, mirror
 from bandersnatch_clone.config import Config
-from bandersnatch_clone.delete import commit_ledger, load_ledger
+from bandersnatch_clone.delete import load_ledger
 from bandersnatch_clone.errors import MirrorError, ProjectNotFound, StorageError, UnsafePath
 from bandersnatch_clone.filters import load_filters
-from bandersnatch_clone.mirror import engine_settings, make_session, make_upstream
-from bandersnatch_clone.plan import PlannedProject
-from bandersnatch_clone.state import Journal, Ledger, LedgerEntry, MirrorLock
+from bandersnatch_clone.state import Ledger, MirrorLock, read_status
 from bandersnatch_clone.storage.filesystem import TMP_DIR, FilesystemStorage
-from bandersnatch_clone.sync import Engine
+from bandersnatch_clone.sync import write_root_index
 from bandersnatch_clone.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -329,17 +326,6 @@ class _Check:
             self.bad.append(link)
 
 
-class _NoJournal(Journal):
-    """Re-syncs during verify are committed by saving the ledger at the end; a crash before that
-    leaves an older serial in the ledger, which the next `mirror` run only re-syncs."""
-
-    def done(self, name: str, entry: LedgerEntry) -> None:
-        pass
-
-    def deleted(self, name: str) -> None:
-        pass
-
-
 class _Verifier:
     """One verify run over a locked mirror directory."""
 
@@ -370,9 +356,10 @@ class _Verifier:
         self.found: Counter[str] = Counter()
         self.listed: list[Problem] = []
         self.fixed = self.unfixed = self.checked = self.skipped = self.files = self.hashed = 0
-        self.ledger_changed = self.write_root = self.unreadable_pages = False
+        self.write_root = self.unreadable_pages = False
+        #: Projects to re-sync in full after the pass, with what their check found.
+        self.resync: dict[str, _Check] = {}
         self._session, self._own_session = session, session is None
-        self._engine: Engine | None = None
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
@@ -489,44 +476,54 @@ class _Verifier:
     async def _finish(self, check: _Check) -> None:
         if check.problems and self.repair:
             check = await self._repair(check)
-        if any(
-            p.kind is Kind.BAD_PAGE and p.path.endswith(layout.V1_JSON_PAGE) and not p.fixed
-            for p in check.problems
-        ):
-            self.unreadable_pages = True
+        if check.name in self.resync:  # accounted for once it is re-synced
+            self.checked, self.files = self.checked + 1, self.files + check.files
+            self.hashed += check.hashed
+            await self._progress(check.name, clean=False)
+        else:
+            await self._account(check, counted=False)
+        if self.on_project is not None:
+            self.on_project(check.name)
+
+    async def _account(self, check: _Check, *, counted: bool) -> None:
+        """Record a finished project: its problems, its links, the progress line."""
+        json_page = f"{layout.SIMPLE}/{check.name}/{layout.V1_JSON_PAGE}"
+        if any(p.path == json_page and not p.fixed for p in check.problems):
+            self.unreadable_pages = True  # its links are unknown
         for problem in check.problems:
             self._record(problem)
         for link in check.links:
             self.links.add(link.path)
-        self.checked, self.files = self.checked + 1, self.files + check.files
-        self.hashed += check.hashed
-        clean = all(p.fixed for p in check.problems)
-        if self.progress is not None and self.progress.add(check.name, clean):
+        if not counted:
+            self.checked, self.files = self.checked + 1, self.files + check.files
+            self.hashed += check.hashed
+        await self._progress(check.name, clean=all(p.fixed for p in check.problems))
+
+    async def _progress(self, name: str, *, clean: bool) -> None:
+        if self.progress is not None and self.progress.add(name, clean):
             await asyncio.to_thread(self.progress.flush)
-        if self.on_project is not None:
-            self.on_project(check.name)
 
     # -- repair --------------------------------------------------------------------------------
 
     async def _repair(self, check: _Check) -> _Check:
-        """Fetch the bad files again by filename; re-sync the project when that cannot work."""
+        """Fetch the bad files again by filename; queue a full re-sync when that cannot work."""
         if self.dry_run:
             check.problems = [dataclasses.replace(p, action="would repair") for p in check.problems]
             return check
-        action = "repaired"
         try:
             if any(p.kind is Kind.BAD_PAGE for p in check.problems) or not await self._refetch(
                 check
             ):
-                action = "resynced"
-                await self._resync(check.name)
+                self.resync[check.name] = check
+                return check
         except MirrorError as e:
             failed = f"repair failed: {e}"
             check.problems = [dataclasses.replace(p, action=failed) for p in check.problems]
             return check
-        if check.name not in self.ledger:  # a 404 upstream, or filters exclude it now
-            gone = [dataclasses.replace(p, action="removed by re-sync") for p in check.problems]
-            return _Check(check.name, gone, files=check.files, hashed=check.hashed)
+        return await self._recheck(check, "repaired")
+
+    async def _recheck(self, check: _Check, action: str) -> _Check:
+        """Check a repaired project again: what is gone is fixed by `action`, the rest is not."""
         (again,) = await self._check([check.name])
         left = {(p.kind, p.path) for p in again.problems}
         fixed = [
@@ -538,13 +535,13 @@ class _Verifier:
             dataclasses.replace(p, action=f"still wrong after {action}") for p in again.problems
         ]
         again.problems = fixed + still
-        again.files, again.hashed = check.files, check.hashed + again.hashed
+        again.files, again.hashed = check.files, check.hashed
         return again
 
     async def _upstream(self) -> Upstream:
         if self._session is None:
-            self._session = make_session(self.config)
-        return make_upstream(self.config, self._session)
+            self._session = mirror.make_session(self.config)
+        return mirror.make_upstream(self.config, self._session)
 
     async def _refetch(self, check: _Check) -> bool:
         """Download each bad file (or ``.metadata``) again; False when the upstream's project
@@ -576,20 +573,27 @@ class _Verifier:
                 raise
         return True
 
-    async def _resync(self, name: str) -> None:
-        if self._engine is None:
-            settings = engine_settings(self.config)
-            journal = _NoJournal(self.root)
-            upstream = await self._upstream()
-            # The configured filters, or a re-sync would bring back what they exclude.
-            filters = load_filters(self.config)
-            self._engine = Engine(
-                settings, self.storage, upstream, self.ledger, journal, filters=filters
-            )
-        entry = self.ledger.get(name)
-        display = entry.display if entry is not None else None
-        self.ledger_changed = True
-        await self._engine.sync_project(PlannedProject(NormalizedName(name), None, display))
+    async def _resync_queued(self) -> None:
+        """Re-sync the queued projects in one run of the engine, as `sync NAME...` does (its
+        journal, root index and ledger), then check each again and account for it."""
+        if not self.resync:
+            return
+        upstream = await self._upstream()
+        filters = load_filters(self.config)
+        names = list(self.resync)
+        # mirror's run body under the lock this process already holds: `sync NAME...` exactly.
+        outcome = await mirror.locked_run(self.config, self.root, upstream, filters, names, None)
+        self.ledger, _ = await asyncio.to_thread(load_ledger, self.root)
+        for name, check in self.resync.items():
+            if name in outcome.result.failed:
+                failed = f"repair failed: {outcome.result.failed[name]}"
+                check.problems = [dataclasses.replace(p, action=failed) for p in check.problems]
+            elif name not in self.ledger:  # a 404 upstream, or filters exclude it now
+                gone = [dataclasses.replace(p, action="removed by re-sync") for p in check.problems]
+                check = _Check(name, gone, files=check.files, hashed=check.hashed)
+            else:
+                check = await self._recheck(check, "resynced")
+            await self._account(check, counted=True)
 
     # -- the pass, the sweep, the run ----------------------------------------------------------
 
@@ -695,7 +699,7 @@ class _Verifier:
 
     async def run(self, restart: bool) -> VerifySummary:
         started = time.monotonic()
-        self.ledger, folded = await asyncio.to_thread(load_ledger, self.root)
+        self.ledger, _ = await asyncio.to_thread(load_ledger, self.root)
         names = sorted(self.ledger)
         last, dirty = None, set[str]()
         if self.progress is not None:
@@ -706,11 +710,13 @@ class _Verifier:
                 log.info("resuming an interrupted verify after %s", last)
         try:
             complete = await self._pass(names, last, dirty)
+            await self._resync_queued()
             if complete:
                 skipped = [n for n in names if last is not None and n <= last and n not in dirty]
                 await asyncio.to_thread(self._sweep, skipped)
-            if self.ledger_changed or self.write_root:
-                await commit_ledger(self.storage, self.ledger, folded)
+            if self.write_root:
+                status = await asyncio.to_thread(read_status, self.root)
+                await write_root_index(self.storage, self.ledger, status)
         finally:
             if self.progress is not None:
                 await asyncio.to_thread(self.progress.flush)

@@ -6,7 +6,7 @@ import asyncio
 import json
 import shutil
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
@@ -422,14 +422,28 @@ async def test_delete_dry_run_changes_nothing(synced: Config) -> None:
     assert (tree_snapshot(tree(synced)), (tree(synced) / "ledger").read_bytes()) == (before, ledger)
 
 
-async def test_delete_folds_an_interrupted_runs_journal_first(synced: Config) -> None:
-    """A journal naming the project would otherwise bring it back into the ledger."""
+async def test_delete_folds_an_interrupted_runs_journal_and_keeps_its_removals(
+    synced: Config,
+) -> None:
+    """A journal naming the project would bring it back into the ledger; the removals the
+    interrupted run journalled must still reach the next mirror run."""
+    obsolete = PurePosixPath(sorted(project_files(synced, "alpha"))[0])
     journal = Journal(tree(synced))
-    journal.begin(999, 1)
+    journal.begin(999, 3)
     journal.done("beta", read_ledger(tree(synced))["beta"])
+    journal.deleted("gone")
+    journal.obsolete("alpha", obsolete)
     journal.close()
     code, _ = await run_delete(synced, ["beta"])
-    assert (code, journal.load(), "beta" in read_ledger(tree(synced))) == (0, None, False)
+    left = journal.load()
+    assert left is not None
+    assert (code, "beta" in read_ledger(tree(synced)), left.done, left.deleted, left.obsolete) == (
+        0,
+        False,
+        {},
+        {"gone"},
+        [("alpha", str(obsolete))],
+    )
 
 
 async def test_delete_cleans_up_an_unlisted_project(synced: Config) -> None:
