@@ -309,8 +309,10 @@ def parse_listing_json(
             if fixed is None:
                 raise BadUpstreamData(url, f"bad listing row {row!r}")
             rows[i] = row = ListedProject(row.name, fixed)
-        if type(row.name) is not str or not row.name or row.serial < 0:
+        if type(row.name) is not str or row.serial < 0:
             raise BadUpstreamData(url, f"bad listing row {row!r}")
+        # An empty or otherwise invalid name is skipped (with a warning) at planning, like any
+        # other name that is not a project name: one bad row must not stop every run.
     return serial, rows
 
 

@@ -33,3 +33,9 @@ def test_changelog_takes_newest_serial_per_project_and_skips_known() -> None:
 def test_named_plan_normalises_and_dedupes() -> None:
     plan = plan_named(["Foo", "foo", "Bar.Baz"])
     assert [(p.name, p.serial) for p in plan.fetch] == [("foo", None), ("bar-baz", None)]
+
+
+def test_listing_rows_that_are_not_project_names_are_skipped() -> None:
+    listing = [ListedProject("", 3), ListedProject("../x", 4), ListedProject("ok", 5)]
+    plan = plan_from_listing({}, listing, 5, delete_removed=True)
+    assert [p.name for p in plan.fetch] == ["ok"]

@@ -12,6 +12,7 @@ import json
 import posixpath
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote
 
 
 class _Anchors(HTMLParser):
@@ -40,7 +41,7 @@ def _resolve(web: Path, page_dir: str, href: str) -> Path | None:
     href = href.split("#", 1)[0]
     if "://" in href:
         return None
-    rel = posixpath.normpath(posixpath.join(page_dir, href))
+    rel = posixpath.normpath(posixpath.join(page_dir, unquote(href)))
     if rel.startswith(".."):
         return web / "OUTSIDE" / rel
     return web / rel
@@ -96,13 +97,13 @@ def check_tree(directory: Path) -> list[str]:
             html_links: dict[str, str] = {}
             for a in parse_anchors(html.read_bytes()):
                 href = a.get("href") or ""
-                filename = posixpath.basename(href.split("#", 1)[0])
+                filename = unquote(posixpath.basename(href.split("#", 1)[0]))
                 fragment = href.split("#sha256=", 1)[1] if "#sha256=" in href else ""
                 html_links[filename] = fragment
                 target = _resolve(web, page_dir, href)
                 if target is not None and (not target.is_file() or sha256_of(target) != fragment):
                     problems.append(f"{name}: {html_name} link {href} broken")
-            if {k.replace("%2B", "+") for k in html_links} != set(json_links):
+            if set(html_links) != set(json_links):
                 problems.append(f"{name}: {html_name} and index.v1_json list different files")
     for path in web.rglob("*"):
         if path.is_file() and (path.name.startswith(".") or "part-" in path.name):
