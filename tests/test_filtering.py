@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.version import Version
 
 from bandersnatch_clone.config import Config, config_from_mapping
 from bandersnatch_clone.errors import PluginError
@@ -58,6 +59,32 @@ CASES: dict[str, tuple[dict[str, Any], Any]] = {
         {"plugins": {"enabled": ["regex_project"]}, "filter_regex": {"packages": ["^[a-d]"]}},
         lambda p, v, f: not re.match("^[a-d]", p),
     ),
+    "latest_release": (
+        {"plugins": {"enabled": ["latest_release"]}, "latest_release": {"keep": 1}},
+        None,  # computed from the index: the highest version with files, per project
+    ),
+    "regex_release": (
+        {"plugins": {"enabled": ["regex_release"]}, "filter_regex": {"releases": [".*b1$"]}},
+        lambda p, v, f: not v.endswith("b1"),
+    ),
+    "blocklist_release": (
+        {"plugins": {"enabled": ["blocklist_release"]}, "blocklist": {"packages": ["beta<1.1"]}},
+        lambda p, v, f: not (p == "beta" and v == "1.0"),
+    ),
+    "requires_python_release_file": (
+        {
+            "plugins": {"enabled": ["requires_python_release_file"]},
+            "requires_python": {"targets": ["3.7"]},
+        },
+        lambda p, v, f: p not in ("alpha", "delta"),
+    ),
+    "exclude_filename": (
+        {
+            "plugins": {"enabled": ["exclude_filename"]},
+            "exclude_filename": {"patterns": ["*.tar.gz"]},
+        },
+        lambda p, v, f: not f.endswith(".tar.gz"),
+    ),
     "exclude_yanked": (
         {"plugins": {"enabled": ["exclude_yanked"]}},
         lambda p, v, f: not ((p == "gamma" or p == "zeta") and v == "1.1"),
@@ -70,6 +97,23 @@ async def test_builtin_filter_keeps_exactly_the_expected_files(
     upstream: FakeUpstream, tmp_path: Path, case: str
 ) -> None:
     tables, keep = CASES[case]
+    if keep is None:
+        # keep = 1 keeps the current version: the highest final release with files, not yanked.
+        latest = {
+            str(p.normalized): max(
+                (
+                    Version(r.version)
+                    for r, _ in p.files()
+                    if not r.yanked and not Version(r.version).is_prerelease
+                ),
+                default=None,
+            )
+            for p in upstream.index.listed()
+        }
+
+        def keep(p: str, v: str, f: str) -> bool:
+            return Version(v) == latest[p]
+
     directory = tmp_path / "mirror"
     outcome = await mirror(filtered_config(directory, upstream, **tables))
     assert outcome.exit_code == 0
