@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -163,9 +164,12 @@ async def run(
     reporter: Reporter | None = None,
     session: aiohttp.ClientSession | None = None,
     retry: RetryPolicy | None = None,
+    now: Callable[[], datetime] | None = None,
 ) -> Outcome:
     """`mirror` (names None) or `sync NAME...`: one locked run over the configured directory."""
-    filters = load_filters(config)  # a bad plugin config fails before anything is touched
+    clock = now or (lambda: datetime.now(UTC))
+    # A bad plugin config fails before anything is touched.
+    filters = load_filters(config, now=clock)
     directory = config.mirror.directory
     directory.mkdir(parents=True, exist_ok=True)
     with MirrorLock(directory):
@@ -173,7 +177,9 @@ async def run(
         http = session or make_session(config)
         try:
             upstream = make_upstream(config, http, retry)
-            return await locked_run(config, directory, upstream, filters, names, reporter)
+            return await locked_run(
+                config, directory, upstream, filters, names, reporter, clock().timestamp()
+            )
         finally:
             if own_session:
                 await http.close()
@@ -186,6 +192,7 @@ async def locked_run(
     filters: FilterSet,
     names: Sequence[str] | None,
     reporter: Reporter | None,
+    now: float | None = None,
 ) -> Outcome:
     """The body of a run, under a `MirrorLock` the caller already holds (verify --repair
     re-syncs projects through it without letting go of its lock)."""
@@ -204,7 +211,7 @@ async def locked_run(
         await save_ledger(directory, ledger)
         log.info("resuming an interrupted run: %d projects were already done", len(previous.done))
     filter_state = await asyncio.to_thread(read_filter_state, directory)
-    now = time.time()
+    now = time.time() if now is None else now
     plan = await make_plan(config, upstream, ledger, status, filters, filter_state, names, now)
     outcome = Outcome(status, status, planned=len(plan.fetch) + len(plan.delete))
     outcome.temp_files_removed = temp_removed

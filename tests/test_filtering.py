@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,10 @@ from packaging.version import Version
 
 from bandersnatch_clone.config import Config, config_from_mapping
 from bandersnatch_clone.errors import PluginError
+from bandersnatch_clone.mirror import run
 from tests.conftest import MakeUpstream
 from tests.fake_upstream import FakeIndex, FakeUpstream
-from tests.mirror_helpers import expected_files, mirror, root_projects
+from tests.mirror_helpers import FAST_RETRY, expected_files, mirror, root_projects
 from tests.treecheck import check_tree, package_files
 
 
@@ -198,3 +200,27 @@ async def test_bad_plugin_option_names_the_key(upstream: FakeUpstream, tmp_path:
     tables = {"plugins": {"enabled": ["latest_release"]}, "latest_release": {"keep": "many"}}
     with pytest.raises(PluginError, match="keep"):
         await mirror(filtered_config(tmp_path / "m", upstream, **tables))
+
+
+async def test_cooldown_holds_a_new_file_back_until_it_is_old_enough(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    directory = tmp_path / "mirror"
+    tables = {"plugins": {"enabled": ["cooldown"]}, "cooldown": {"days": 7}}
+    config = filtered_config(directory, upstream, **tables)
+    today = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    fresh = upstream.index.add_file(
+        "beta", "1.1", "wheel", tag="cp312-cp312-manylinux_2_17_x86_64",
+        upload_time=(today - timedelta(days=2)).replace(tzinfo=None),
+    )  # fmt: skip
+    await run(config, retry=FAST_RETRY, now=lambda: today)
+    held_back = fresh.filename in package_files(directory)
+    # Nothing changes upstream; the only thing that moves is the clock.
+    upstream.reset_log()
+    await run(config, retry=FAST_RETRY, now=lambda: today + timedelta(days=4))
+    asked_again = {r.path for r in upstream.requests if r.path.startswith("/simple/")}
+    assert (held_back, fresh.filename in package_files(directory)) == (False, False)
+    await run(config, retry=FAST_RETRY, now=lambda: today + timedelta(days=5, hours=1))
+    assert fresh.filename in package_files(directory)
+    assert asked_again == {"/simple/"}
+    assert check_tree(directory) == []
