@@ -15,6 +15,7 @@ from packaging.utils import NormalizedName
 
 from bandersnatch_clone.config import Config
 from bandersnatch_clone.filters import FilterSet, load_filters
+from bandersnatch_clone.model import ListedProject
 from bandersnatch_clone.plan import (
     SyncPlan,
     apply_filters,
@@ -104,12 +105,22 @@ def make_upstream(
     )
 
 
+Listing = tuple[int, list[ListedProject]]
+
+
 async def plan_run(
-    config: Config, upstream: Upstream, ledger: Ledger, status: int, *, refetch_all: bool = False
+    config: Config,
+    upstream: Upstream,
+    ledger: Ledger,
+    status: int,
+    *,
+    refetch_all: bool = False,
+    listing: Listing | None = None,
 ) -> SyncPlan:
     """Ask the upstream what changed since `status` and diff it against the ledger.
 
-    `refetch_all` (the filters changed): every listed project, whatever its serial.
+    `refetch_all` (the filters changed): every listed project, whatever its serial. `listing`:
+    the simple listing when the caller already fetched it.
     """
     m = config.mirror
     delete = m.delete_removed_projects
@@ -125,7 +136,8 @@ async def plan_run(
         events = await upstream.changelog_since_serial(status)
         target = max([last, *(e.serial for e in events)])
         return plan_from_changelog(ledger, ((e.name, e.serial) for e in events), target)
-    listing = await (upstream.listing() if refetch_all else upstream.listing_if_newer(status))
+    if listing is None:
+        listing = await (upstream.listing() if refetch_all else upstream.listing_if_newer(status))
     if listing is None:
         # Nothing happened upstream since the last complete run: one request, no 700k-row diff.
         return SyncPlan(status, (), ())
@@ -142,6 +154,7 @@ async def make_plan(
     filter_state: FilterState,
     names: Sequence[str] | None,
     now: float,
+    listing: Listing | None = None,
 ) -> SyncPlan:
     """The run's plan: named projects, the allowlist fast path, or the upstream's changes;
     then what the filters exclude, and projects whose cooldown has run out."""
@@ -152,7 +165,7 @@ async def make_plan(
     refilter = bool(ledger) and filter_state.fingerprint != filters.fingerprint
     if refilter:
         log.info("the filter configuration changed: every project is filtered again")
-    plan = await plan_run(config, upstream, ledger, status, refetch_all=refilter)
+    plan = await plan_run(config, upstream, ledger, status, refetch_all=refilter, listing=listing)
     due = [NormalizedName(n) for n, t in filter_state.recheck.items() if t <= now]
     return apply_filters(plan, ledger, filters.allows_project, recheck=due, refilter=refilter)
 
@@ -202,17 +215,34 @@ async def locked_run(
         log.info("removed %d temporary files left by an interrupted run", temp_removed)
     await asyncio.to_thread(ensure_generation, directory)
     status = await asyncio.to_thread(read_status, directory)
-    ledger = await asyncio.to_thread(read_ledger, directory)
     journal = Journal(directory)
     previous = await asyncio.to_thread(journal.load)
+    filter_state = await asyncio.to_thread(read_filter_state, directory)
+    now = time.time() if now is None else now
+    listing: Listing | None = None
+    quiet = (
+        names is None
+        and previous is None
+        and filters.allowlist is None
+        and config.mirror.listing == "simple"
+        and filter_state.fingerprint == filters.fingerprint
+        and not any(t <= now for t in filter_state.recheck.values())
+    )
+    if quiet:
+        # The cron case: ask first, and load nothing (not even the ledger) when nothing moved.
+        listing = await upstream.listing_if_newer(status)
+        if listing is None:
+            log.info("nothing to do: the upstream's serial is not above %d", status)
+            return Outcome(status, status, temp_files_removed=temp_removed)
+    ledger = await asyncio.to_thread(read_ledger, directory)
     if previous is not None:
         fold_journal(ledger, previous)
         # Persist what the interrupted run finished before its journal is replaced.
         await save_ledger(directory, ledger)
         log.info("resuming an interrupted run: %d projects were already done", len(previous.done))
-    filter_state = await asyncio.to_thread(read_filter_state, directory)
-    now = time.time() if now is None else now
-    plan = await make_plan(config, upstream, ledger, status, filters, filter_state, names, now)
+    plan = await make_plan(
+        config, upstream, ledger, status, filters, filter_state, names, now, listing
+    )
     outcome = Outcome(status, status, planned=len(plan.fetch) + len(plan.delete))
     outcome.temp_files_removed = temp_removed
     # A mirror that held nothing was filtered whole by this run, whatever happens below.
