@@ -264,27 +264,37 @@ class Engine:
         return placed, (count, size)
 
     async def _place_file(self, path: PurePosixPath, f: DistFile) -> tuple[DistFile, int | None]:
-        """Make sure one file is in place; returns its page entry and the bytes downloaded."""
-        assert f.sha256 is not None
-        written: int | None = None
-        have = await self.storage.size(path)
-        if have is None or (f.size is not None and have != f.size):
-            async with self._download_slots:
-                sink = await self.storage.open_temp()
-                try:
-                    written = await self.upstream.download(f.url, f.sha256, sink, f.size)
-                    await sink.commit(path)
-                except BaseException:
-                    await sink.abort()
-                    raise
-            self.result.files += 1
-            self.result.bytes += written
-            self.reporter.file_done(written)
-        core_metadata = await self._place_metadata(path, f)
+        """Make sure one file (and its ``.metadata``, fetched alongside rather than after it:
+        on a slow link each request costs a round trip) is in place; returns its page entry
+        and the bytes downloaded."""
+        (written, have), core_metadata = await asyncio.gather(
+            self._download_file(path, f), self._place_metadata(path, f)
+        )
         link = layout.page_link(path, self.settings.root_uri)
         # PEP 700 makes size mandatory; an upstream on api-version 1.0 may not give it.
         size = f.size if f.size is not None else (written if written is not None else have)
         return replace(f, url=link, core_metadata=core_metadata, size=size), written
+
+    async def _download_file(
+        self, path: PurePosixPath, f: DistFile
+    ) -> tuple[int | None, int | None]:
+        """(bytes downloaded or None when the file was already here, size found on disk)."""
+        assert f.sha256 is not None
+        have = await self.storage.size(path)
+        if have is not None and (f.size is None or have == f.size):
+            return None, have
+        async with self._download_slots:
+            sink = await self.storage.open_temp()
+            try:
+                written = await self.upstream.download(f.url, f.sha256, sink, f.size)
+                await sink.commit(path)
+            except BaseException:
+                await sink.abort()
+                raise
+        self.result.files += 1
+        self.result.bytes += written
+        self.reporter.file_done(written)
+        return written, have
 
     async def _place_metadata(self, path: PurePosixPath, f: DistFile) -> dict[str, str] | None:
         """PEP 658/714: mirror ``<file>.metadata`` byte for byte when the upstream offers it."""
