@@ -224,3 +224,68 @@ async def test_cooldown_holds_a_new_file_back_until_it_is_old_enough(
     assert fresh.filename in package_files(directory)
     assert asked_again == {"/simple/"}
     assert check_tree(directory) == []
+
+
+async def test_allowlist_release_keeps_the_allowed_versions(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    tables = {
+        "plugins": {"enabled": ["allowlist_project", "allowlist_release"]},
+        "allowlist": {"packages": ["alpha", "beta>=1.1"]},
+    }
+    directory = tmp_path / "mirror"
+    await mirror(filtered_config(directory, upstream, **tables))
+    assert package_files(directory) == files_of(
+        upstream.index,
+        lambda p, v, f: p == "alpha" or (p == "beta" and Version(v) >= Version("1.1")),
+    )
+
+
+async def test_requirements_files_pick_projects_and_pins(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    (tmp_path / "requirements-app.txt").write_text("# app\nalpha==1.0\nbeta\n--index-url x\n")
+    tables = {
+        "plugins": {"enabled": ["project_requirements", "project_requirements_pinned"]},
+        "allowlist": {"requirements": ["requirements-*.txt"]},
+    }
+    directory = tmp_path / "mirror"
+    await mirror(filtered_config(directory, upstream, **tables))
+    assert package_files(directory) == files_of(
+        upstream.index, lambda p, v, f: (p == "alpha" and v == "1.0") or p == "beta"
+    )
+    assert check_tree(directory) == []
+
+
+async def test_uploaded_after_keeps_versions_first_uploaded_since(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    index = upstream.index
+    firsts = {
+        (p.normalized, r.version): min(f.upload_time for f in r.files.values())
+        for p in index.listed()
+        for r in p.releases.values()
+        if r.files
+    }
+    cutoff = sorted(firsts.values())[len(firsts) // 2]
+    tables = {
+        "plugins": {"enabled": ["uploaded_after_release"]},
+        "uploaded_after": {"date": cutoff.replace(tzinfo=UTC)},
+    }
+    directory = tmp_path / "mirror"
+    await mirror(filtered_config(directory, upstream, **tables))
+    assert package_files(directory) == files_of(index, lambda p, v, f: firsts[(p, v)] >= cutoff)
+
+
+async def test_size_limit_drops_big_projects(upstream: FakeUpstream, tmp_path: Path) -> None:
+    index = upstream.index
+    sizes = {p.normalized: sum(f.digests().size for _, f in p.files()) for p in index.listed()}
+    limit = sorted(sizes.values())[len(sizes) // 2]
+    tables = {
+        "plugins": {"enabled": ["size_project_metadata"]},
+        "size_project_metadata": {"max_package_size": str(limit)},
+    }
+    directory = tmp_path / "mirror"
+    await mirror(filtered_config(directory, upstream, **tables))
+    assert package_files(directory) == files_of(index, lambda p, v, f: sizes[p] <= limit)
+    assert check_tree(directory) == []
