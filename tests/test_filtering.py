@@ -289,3 +289,20 @@ async def test_size_limit_drops_big_projects(upstream: FakeUpstream, tmp_path: P
     await mirror(filtered_config(directory, upstream, **tables))
     assert package_files(directory) == files_of(index, lambda p, v, f: sizes[p] <= limit)
     assert check_tree(directory) == []
+
+
+async def test_version_count_keeps_projects_within_bounds(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    counts = {
+        p.normalized: len([r for r in p.releases.values() if r.files])
+        for p in upstream.index.listed()
+    }
+    tables = {
+        "plugins": {"enabled": ["version_count_project_metadata"]},
+        "version_count": {"min": 2, "max": 2},
+    }
+    directory = tmp_path / "mirror"
+    await mirror(filtered_config(directory, upstream, **tables))
+    assert package_files(directory) == files_of(upstream.index, lambda p, v, f: counts[p] == 2)
+    assert {n for n, c in counts.items() if c == 2} == {"alpha", "gamma", "zeta"}

@@ -283,3 +283,32 @@ class SizeProjectMetadata(MetadataFilter):
     def describe(self) -> str:
         exempt = f" (except {len(self.exempt)} allowlisted)" if self.exempt else ""
         return f"{self.name}: drop projects over {self.limit} bytes{exempt}"
+
+
+class VersionCountProjectMetadata(MetadataFilter):
+    """Keep only projects with between ``[version_count] min`` and ``max`` versions (PEP 700
+    ``versions``, counted as the upstream lists them): skip one-off and placeholder projects, or
+    projects that publish a release a day. ``max = 0`` (the default) sets no upper bound."""
+
+    name = "version_count_project_metadata"
+    section = "version_count"
+
+    def __init__(self, low: int, high: int) -> None:
+        self.low = low
+        self.high = high
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, object]) -> Self:
+        options = Options(cls.name, cls.section, section, ("min", "max"))
+        low, high = options.integer("min", 0), options.integer("max", 0)
+        if high and high < low:
+            raise options.error("max", f"{high} is below min ({low})")
+        return cls(low, high)
+
+    def allow(self, detail: ProjectDetail, info: Info | None) -> bool:
+        count = len(detail.versions)
+        return count >= self.low and (not self.high or count <= self.high)
+
+    def describe(self) -> str:
+        top = f"..{self.high}" if self.high else " or more"
+        return f"{self.name}: keep projects with {self.low}{top} versions"
