@@ -306,3 +306,32 @@ async def test_version_count_keeps_projects_within_bounds(
     await mirror(filtered_config(directory, upstream, **tables))
     assert package_files(directory) == files_of(upstream.index, lambda p, v, f: counts[p] == 2)
     assert {n for n, c in counts.items() if c == 2} == {"alpha", "gamma", "zeta"}
+
+
+async def test_metadata_regex_reads_the_json_api_info(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    tables = {
+        "plugins": {"enabled": ["regex_project_metadata"]},
+        "regex_project_metadata": {"not-null:info.summary": ["Needed .*", "The first.*"]},
+    }
+    directory = tmp_path / "mirror"
+    await mirror(filtered_config(directory, upstream, **tables))
+    asked_json = {r.path for r in upstream.requests if r.path.startswith("/pypi/")}
+    assert package_files(directory) == files_of(
+        upstream.index, lambda p, v, f: p in ("alpha", "beta")
+    )
+    assert "/pypi/alpha/json" in asked_json
+    assert check_tree(directory) == []
+
+
+async def test_release_file_version_range(upstream: FakeUpstream, tmp_path: Path) -> None:
+    tables = {
+        "plugins": {"enabled": ["version_range_release_file_metadata"]},
+        "version_range_release_file_metadata": {"release_file.requires_python": ["3.7"]},
+    }
+    directory = tmp_path / "mirror"
+    await mirror(filtered_config(directory, upstream, **tables))
+    assert package_files(directory) == files_of(
+        upstream.index, lambda p, v, f: p not in ("alpha", "delta")
+    )
