@@ -335,3 +335,19 @@ async def test_release_file_version_range(upstream: FakeUpstream, tmp_path: Path
     assert package_files(directory) == files_of(
         upstream.index, lambda p, v, f: p not in ("alpha", "delta")
     )
+
+
+async def test_project_version_range_and_release_file_regex(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    tables = {
+        "plugins": {"enabled": ["version_range_project_metadata", "regex_release_file_metadata"]},
+        "version_range_project_metadata": {"info.requires_python": ["3.7"]},
+        "regex_release_file_metadata": {"release_file.packagetype": ["bdist_wheel"]},
+    }
+    directory = tmp_path / "mirror"
+    await mirror(filtered_config(directory, upstream, **tables))
+    assert package_files(directory) == files_of(
+        upstream.index, lambda p, v, f: p not in ("alpha", "delta") and f.endswith(".whl")
+    )
+    assert check_tree(directory) == []
