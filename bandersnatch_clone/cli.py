@@ -17,7 +17,7 @@ import humanfriendly
 from bandersnatch_clone import __version__
 from bandersnatch_clone.config import Config, load_config, render_starter_config
 from bandersnatch_clone.errors import ConfigError, LockedError, MirrorError, PluginError
-from bandersnatch_clone.state import Journal, read_ledger, read_status
+from bandersnatch_clone.state import Journal, Ledger, read_ledger, read_status
 
 log = logging.getLogger("bandersnatch_clone")
 
@@ -154,15 +154,16 @@ def cmd_config_convert(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     config = _load(args)
     directory = config.mirror.directory
-    ledger = read_ledger(directory) if directory.exists() else {}
+    ledger = read_ledger(directory) if directory.exists() else Ledger()
+    files, size = ledger.totals()
     journal = Journal(directory).load() if directory.exists() else None
     info: dict[str, object] = {
         "directory": str(directory),
         "upstream": config.mirror.upstream,
         "serial": read_status(directory) if directory.exists() else 0,
         "projects": len(ledger),
-        "files": sum(e.files for e in ledger.values()),
-        "bytes": sum(e.size for e in ledger.values()),
+        "files": files,
+        "bytes": size,
         "interrupted_run": None
         if journal is None
         else {

@@ -15,11 +15,12 @@ from packaging.utils import NormalizedName
 
 from bandersnatch_clone.config import Config
 from bandersnatch_clone.filters import FilterSet, load_filters
-from bandersnatch_clone.model import ListedProject
+from bandersnatch_clone.listing_scan import row_count, rows_above
 from bandersnatch_clone.plan import (
     SyncPlan,
     apply_filters,
     plan_allowlist,
+    plan_from_changed_rows,
     plan_from_changelog,
     plan_from_listing,
     plan_named,
@@ -29,13 +30,16 @@ from bandersnatch_clone.state import (
     FilterState,
     Journal,
     Ledger,
+    ListingState,
     MirrorLock,
     ensure_generation,
     fold_journal,
     read_filter_state,
     read_ledger,
+    read_listing_state,
     read_status,
     write_filter_state,
+    write_listing_state,
     write_status,
 )
 from bandersnatch_clone.storage.filesystem import FilesystemStorage
@@ -47,7 +51,7 @@ from bandersnatch_clone.sync import (
     save_ledger,
     write_root_index,
 )
-from bandersnatch_clone.upstream import Timeouts, Upstream
+from bandersnatch_clone.upstream import ListingDocument, Timeouts, Upstream
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +109,8 @@ def make_upstream(
     )
 
 
-Listing = tuple[int, list[ListedProject]]
+#: However well the listing's counts add up, its whole is diffed against the ledger this often.
+FULL_DIFF_EVERY = 24 * 3600.0
 
 
 async def plan_run(
@@ -115,12 +120,14 @@ async def plan_run(
     status: int,
     *,
     refetch_all: bool = False,
-    listing: Listing | None = None,
+    listing: ListingDocument | None = None,
+    since: ListingState | None = None,
 ) -> SyncPlan:
     """Ask the upstream what changed since `status` and diff it against the ledger.
 
     `refetch_all` (the filters changed): every listed project, whatever its serial. `listing`:
-    the simple listing when the caller already fetched it.
+    the simple listing when the caller already fetched it. `since`: what the last complete run
+    saw, when only the listing rows above `status` need a look (`plan_from_changed_rows`).
     """
     m = config.mirror
     delete = m.delete_removed_projects
@@ -137,12 +144,34 @@ async def plan_run(
         target = max([last, *(e.serial for e in events)])
         return plan_from_changelog(ledger, ((e.name, e.serial) for e in events), target)
     if listing is None:
-        listing = await (upstream.listing() if refetch_all else upstream.listing_if_newer(status))
+        listing = await upstream.listing_document(stop_at=None if refetch_all else status)
     if listing is None:
         # Nothing happened upstream since the last complete run: one request, no 700k-row diff.
         return SyncPlan(status, (), ())
-    serial, rows = listing
+    if since is not None and not refetch_all:
+        plan = await asyncio.to_thread(_changed_plan, ledger, listing, status, since, delete)
+        if plan is not None:
+            return plan
+        log.info("projects may have left the listing: diffing all of it against the ledger")
+    serial, rows = await listing.rows()
     return plan_from_listing(ledger, rows, serial, delete_removed=delete, refetch_all=refetch_all)
+
+
+def _changed_plan(
+    ledger: Ledger, listing: ListingDocument, status: int, since: ListingState, delete: bool
+) -> SyncPlan | None:
+    changed = rows_above(listing.body, status)
+    listed = row_count(listing.body)
+    if changed is None or listed is None:
+        return None
+    return plan_from_changed_rows(
+        ledger,
+        changed,
+        listing.serial,
+        listed=listed,
+        listed_before=since.rows,
+        delete_removed=delete,
+    )
 
 
 async def make_plan(
@@ -154,7 +183,8 @@ async def make_plan(
     filter_state: FilterState,
     names: Sequence[str] | None,
     now: float,
-    listing: Listing | None = None,
+    listing: ListingDocument | None = None,
+    since: ListingState | None = None,
 ) -> SyncPlan:
     """The run's plan: named projects, the allowlist fast path, or the upstream's changes;
     then what the filters exclude, and projects whose cooldown has run out."""
@@ -165,7 +195,9 @@ async def make_plan(
     refilter = bool(ledger) and filter_state.fingerprint != filters.fingerprint
     if refilter:
         log.info("the filter configuration changed: every project is filtered again")
-    plan = await plan_run(config, upstream, ledger, status, refetch_all=refilter, listing=listing)
+    plan = await plan_run(
+        config, upstream, ledger, status, refetch_all=refilter, listing=listing, since=since
+    )
     due = [NormalizedName(n) for n, t in filter_state.recheck.items() if t <= now]
     return apply_filters(plan, ledger, filters.allows_project, recheck=due, refilter=refilter)
 
@@ -219,7 +251,7 @@ async def locked_run(
     previous = await asyncio.to_thread(journal.load)
     filter_state = await asyncio.to_thread(read_filter_state, directory)
     now = time.time() if now is None else now
-    listing: Listing | None = None
+    listing: ListingDocument | None = None
     quiet = (
         names is None
         and previous is None
@@ -230,7 +262,7 @@ async def locked_run(
     )
     if quiet:
         # The cron case: ask first, and load nothing (not even the ledger) when nothing moved.
-        listing = await upstream.listing_if_newer(status)
+        listing = await upstream.listing_document(stop_at=status)
         if listing is None:
             log.info("nothing to do: the upstream's serial is not above %d", status)
             return Outcome(status, status, temp_files_removed=temp_removed)
@@ -240,8 +272,18 @@ async def locked_run(
         # Persist what the interrupted run finished before its journal is replaced.
         await save_ledger(directory, ledger)
         log.info("resuming an interrupted run: %d projects were already done", len(previous.done))
+    seen = await asyncio.to_thread(read_listing_state, directory)
+    since = (
+        seen
+        if seen is not None
+        and previous is None
+        and seen.serial == status
+        and seen.projects == len(ledger)
+        and now - seen.checked < FULL_DIFF_EVERY
+        else None
+    )
     plan = await make_plan(
-        config, upstream, ledger, status, filters, filter_state, names, now, listing
+        config, upstream, ledger, status, filters, filter_state, names, now, listing, since
     )
     outcome = Outcome(status, status, planned=len(plan.fetch) + len(plan.delete))
     outcome.temp_files_removed = temp_removed
@@ -265,7 +307,7 @@ async def locked_run(
         target = plan.target_serial
         if complete and filters.allowlist is not None:
             # No listing was read: the mirror is at the newest serial of what it holds.
-            target = max((e.serial for e in ledger.values()), default=status)
+            target = max((e.serial for _, e in ledger.entries()), default=status)
         if result.changed or previous is not None:
             root_serial = target if complete else status
             await write_root_index(storage, ledger, max(root_serial, status))
@@ -280,6 +322,13 @@ async def locked_run(
             # Refiltering is done once every project passed the new filters.
             filter_state.fingerprint = filters.fingerprint
         await asyncio.to_thread(write_filter_state, directory, filter_state)
+        if names is None:
+            # Only a complete run from a listing vouches that the ledger is in step with it.
+            checked = since.checked if since is not None and plan.incremental else now
+            listed = None
+            if complete and plan.listed is not None:
+                listed = ListingState(max(status, target), plan.listed, len(ledger), checked)
+            await asyncio.to_thread(write_listing_state, directory, listed)
         if complete:
             outcome.serial_after = max(status, target)
             await asyncio.to_thread(write_status, directory, outcome.serial_after)

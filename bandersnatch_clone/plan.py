@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 
 from packaging.utils import NormalizedName, canonicalize_name
 
 from bandersnatch_clone.layout import VALID_NAME as _VALID_NAME
 from bandersnatch_clone.model import ListedProject
-from bandersnatch_clone.state import Ledger
+from bandersnatch_clone.names import canonical_names
+from bandersnatch_clone.state import Ledger, LedgerEntry
+
+LedgerView = Mapping[str, LedgerEntry]
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +33,32 @@ class SyncPlan:
     target_serial: int
     fetch: tuple[PlannedProject, ...]
     delete: tuple[str, ...]
+    #: How many rows the upstream's listing had, when the plan came from one.
+    listed: int | None = None
+    #: Whether only the listing's changed rows were looked at (not a diff of all of it).
+    incremental: bool = False
 
     @property
     def empty(self) -> bool:
         return not self.fetch and not self.delete
 
 
+def _serials(ledger: LedgerView) -> Mapping[str, int]:
+    if isinstance(ledger, Ledger):
+        return ledger.serials()
+    return {name: entry.serial for name, entry in ledger.items()}
+
+
+def _planned(row: ListedProject, name: str) -> PlannedProject | None:
+    if not _VALID_NAME.match(row.name):
+        # Not a project name (PEP 508): never fetched, never shown raw to the operator.
+        log.warning("ignoring an invalid project name in the listing: %r", row.name)
+        return None
+    return PlannedProject(NormalizedName(name), row.serial, row.name)
+
+
 def plan_from_listing(
-    ledger: Ledger,
+    ledger: LedgerView,
     listing: Iterable[ListedProject],
     target_serial: int,
     *,
@@ -50,24 +71,58 @@ def plan_from_listing(
     the listing was removed upstream and is deleted (when `delete_removed`). `refetch_all`
     fetches every listed project whatever its serial (the filters changed).
     """
+    rows = list(listing)
+    norms = canonical_names([row.name for row in rows])
+    known = _serials(ledger)
+    fetch = [
+        planned
+        for row, name in zip(rows, norms, strict=True)
+        if (refetch_all or known.get(name, -1) < row.serial)
+        and (planned := _planned(row, name)) is not None
+    ]
+    delete: tuple[str, ...] = ()
+    if delete_removed:
+        seen = set(norms)
+        delete = tuple(sorted(n for n in known if n not in seen))
+    return SyncPlan(target_serial, tuple(fetch), delete, listed=len(rows))
+
+
+def plan_from_changed_rows(
+    ledger: LedgerView,
+    changed: Iterable[ListedProject],
+    target_serial: int,
+    *,
+    listed: int,
+    listed_before: int,
+    delete_removed: bool,
+) -> SyncPlan | None:
+    """The plan from only the listing rows whose serial is above the mirror's, or None when
+    projects may have been removed upstream and the whole listing must be diffed.
+
+    Sound after a complete run at the mirror's serial, when the ledger holds no project that
+    listing lacked (which `listed_before` rows had): every project listed then is in step, so
+    only rows above that serial can need fetching. Removals change no serial in the listing, so
+    they are counted instead: of the rows now, at most those changed and not in the ledger are
+    new, so ``listed_before - listed + new`` bounds the removed from above; nonzero, diff all.
+    """
     fetch: list[PlannedProject] = []
-    seen: set[str] = set()
-    for row in listing:
-        if not _VALID_NAME.match(row.name):
-            # Not a project name (PEP 508): never fetched, never shown raw to the operator.
-            log.warning("ignoring an invalid project name in the listing: %r", row.name)
-            continue
+    new = 0
+    for row in changed:
         name = canonicalize_name(row.name)
-        seen.add(name)
         entry = ledger.get(name)
-        if refetch_all or entry is None or entry.serial < row.serial:
-            fetch.append(PlannedProject(name, row.serial, row.name))
-    delete = tuple(sorted(n for n in ledger if n not in seen)) if delete_removed else ()
-    return SyncPlan(target_serial, tuple(fetch), delete)
+        if entry is None:
+            new += 1
+        if entry is None or entry.serial < row.serial:
+            planned = _planned(row, name)
+            if planned is not None:
+                fetch.append(planned)
+    if delete_removed and listed_before - listed + new != 0:
+        return None
+    return SyncPlan(target_serial, tuple(fetch), (), listed=listed, incremental=True)
 
 
 def plan_from_changelog(
-    ledger: Ledger, changed: Iterable[tuple[str, int]], target_serial: int
+    ledger: LedgerView, changed: Iterable[tuple[str, int]], target_serial: int
 ) -> SyncPlan:
     """Projects named by changelog events since the last run, each with its newest serial.
 
@@ -97,7 +152,7 @@ def plan_named(names: Iterable[str]) -> SyncPlan:
 
 def apply_filters(
     plan: SyncPlan,
-    ledger: Ledger,
+    ledger: LedgerView,
     allows: Callable[[NormalizedName], bool],
     *,
     recheck: Iterable[NormalizedName] = (),
@@ -114,10 +169,10 @@ def apply_filters(
     delete = set(plan.delete)
     if refilter:
         delete.update(n for n in ledger if not allows(NormalizedName(n)))
-    return SyncPlan(plan.target_serial, tuple(fetch), tuple(sorted(delete)))
+    return replace(plan, fetch=tuple(fetch), delete=tuple(sorted(delete)))
 
 
-def plan_allowlist(ledger: Ledger, allowlist: Iterable[NormalizedName]) -> SyncPlan:
+def plan_allowlist(ledger: LedgerView, allowlist: Iterable[NormalizedName]) -> SyncPlan:
     """The allowlist fast path: ask only about the listed projects (no listing, no changelog);
     local projects outside the list go. The serial is taken from what was fetched."""
     names = sorted(set(allowlist))

@@ -17,39 +17,18 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import filelock
 
 from bandersnatch_clone.errors import LockedError, StorageError
+from bandersnatch_clone.ledger import Ledger as Ledger
+from bandersnatch_clone.ledger import LedgerEntry as LedgerEntry
 
 GENERATION = 5
 _JOURNAL_MAGIC = "bandersnatch-clone-journal 1"
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerEntry:
-    serial: int
-    #: How many files (and their total size) the project's pages link to: `status` sums these
-    #: instead of walking the tree.
-    files: int = 0
-    size: int = 0
-    #: The name as the upstream lists it, when it differs from the normalised one.
-    display: str | None = None
-
-    def to_fields(self, name: str) -> str:
-        tail = f" {self.display}" if self.display and self.display != name else ""
-        return f"{name} {self.serial} {self.files} {self.size}{tail}"
-
-    @classmethod
-    def from_fields(cls, parts: list[str]) -> LedgerEntry:
-        display = parts[4] if len(parts) > 4 else None
-        return cls(int(parts[1]), int(parts[2]), int(parts[3]), display)
-
-
-Ledger = dict[str, LedgerEntry]
 
 
 def atomic_write_text(path: Path, text: str, *, fsync: bool = False) -> None:
@@ -91,29 +70,16 @@ def ensure_generation(directory: Path) -> None:
 
 
 def read_ledger(directory: Path) -> Ledger:
-    ledger: Ledger = {}
     try:
-        f = (directory / "ledger").open(encoding="utf-8")
+        text = (directory / "ledger").read_text(encoding="utf-8")
     except FileNotFoundError:
-        return ledger
-    with f:
-        for line in f:
-            parts = line.split()
-            if len(parts) >= 4:
-                ledger[parts[0]] = LedgerEntry.from_fields(parts)
-    return ledger
+        return Ledger()
+    return Ledger.from_text(text)
 
 
-def write_ledger(directory: Path, ledger: Ledger) -> None:
-    text = "".join(f"{ledger[name].to_fields(name)}\n" for name in sorted(ledger))
-    atomic_write_text(directory / "ledger", text, fsync=True)
-
-
-def display_names(ledger: Ledger) -> Iterator[tuple[str, int]]:
-    """(display name, serial) for every project, sorted by normalised name: the root index rows."""
-    for name in sorted(ledger):
-        entry = ledger[name]
-        yield entry.display or name, entry.serial
+def write_ledger(directory: Path, ledger: Mapping[str, LedgerEntry]) -> None:
+    own = ledger if isinstance(ledger, Ledger) else Ledger(ledger)
+    atomic_write_text(directory / "ledger", own.to_text(), fsync=True)
 
 
 @dataclass(slots=True)
@@ -196,7 +162,7 @@ class Journal:
         self.path.unlink(missing_ok=True)
 
 
-def fold_journal(ledger: Ledger, state: JournalState) -> None:
+def fold_journal(ledger: MutableMapping[str, LedgerEntry], state: JournalState) -> None:
     """Apply what an interrupted run finished to the ledger."""
     ledger.update(state.done)
     for name in state.deleted:
@@ -243,3 +209,40 @@ def read_filter_state(directory: Path) -> FilterState:
 def write_filter_state(directory: Path, state: FilterState) -> None:
     doc = {"fingerprint": state.fingerprint, "recheck": dict(sorted(state.recheck.items()))}
     atomic_write_text(directory / "filters.state", json.dumps(doc, indent=1) + "\n")
+
+
+@dataclass(frozen=True, slots=True)
+class ListingState:
+    """What the last complete run saw of the upstream's listing, so the next one can look at
+    only the rows whose serial moved (`plan.plan_from_changed_rows`)."""
+
+    #: The serial that run completed at (``status``).
+    serial: int
+    #: Rows its listing had.
+    rows: int
+    #: Projects the ledger held when it ended (another count means something else changed it).
+    projects: int
+    #: POSIX time of the last diff of the whole listing.
+    checked: float
+
+
+def read_listing_state(directory: Path) -> ListingState | None:
+    try:
+        doc = json.loads((directory / "listing.state").read_text(encoding="utf-8"))
+        return ListingState(
+            int(doc["serial"]), int(doc["rows"]), int(doc["projects"]), float(doc["checked"])
+        )
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError):
+        return None  # unreadable: the next run diffs the whole listing (safe)
+
+
+def write_listing_state(directory: Path, state: ListingState | None) -> None:
+    """Record `state`, or forget it (None): the next run then diffs the whole listing."""
+    path = directory / "listing.state"
+    if state is None:
+        path.unlink(missing_ok=True)
+        return
+    doc = {"serial": state.serial, "rows": state.rows, "projects": state.projects}
+    atomic_write_text(path, json.dumps(doc | {"checked": state.checked}) + "\n")

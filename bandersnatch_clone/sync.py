@@ -29,8 +29,8 @@ from bandersnatch_clone.filters import FilterSet
 from bandersnatch_clone.model import DistFile, ProjectStatus
 from bandersnatch_clone.parse import LegacyProject
 from bandersnatch_clone.plan import PlannedProject, SyncPlan
-from bandersnatch_clone.render import filter_legacy_json, project_pages, root_pages
-from bandersnatch_clone.state import Journal, Ledger, LedgerEntry, display_names, write_ledger
+from bandersnatch_clone.render import filter_legacy_json, project_pages, root_pages_sorted
+from bandersnatch_clone.state import Journal, Ledger, LedgerEntry, write_ledger
 from bandersnatch_clone.storage import Storage
 from bandersnatch_clone.upstream import Upstream
 
@@ -371,10 +371,30 @@ class Engine:
                 await self.storage.delete(path)
 
 
-async def write_root_index(storage: Storage, ledger: Ledger, serial: int) -> None:
-    """The root index in its three forms, from the ledger (never from a scan of web/simple/)."""
-    pages = await asyncio.to_thread(root_pages, display_names(ledger), serial)
-    for page, body in pages.items():
+async def write_root_index(
+    storage: Storage, ledger: Ledger, serial: int, *, rewrite: bool = False
+) -> None:
+    """The root index in its three forms, from the ledger (never from a scan of web/simple/).
+
+    The HTML forms list names only: when no project came or went (nor changed its display name)
+    since the ledger was read, and they exist, they are left alone without being rendered or
+    read back (30 MB each at PyPI's size). `rewrite` renders and compares all three anyway.
+    """
+    html = (
+        rewrite
+        or ledger.names_changed
+        or any(
+            [
+                await storage.size(layout.SIMPLE / page) is None
+                for page in (layout.HTML_PAGE, layout.V1_HTML_PAGE)
+            ]
+        )
+    )
+
+    def render() -> dict[str, bytes]:
+        return root_pages_sorted(*ledger.root_rows(), serial, html=html)
+
+    for page, body in (await asyncio.to_thread(render)).items():
         await storage.write_bytes(layout.SIMPLE / page, body)
 
 

@@ -139,6 +139,20 @@ def _header_serial(resp: aiohttp.ClientResponse) -> int | None:
     return int(value) if value.isascii() and value.isdigit() else None
 
 
+@dataclass(frozen=True, slots=True)
+class ListingDocument:
+    """The root listing as received: its global serial and its body, parsed on demand."""
+
+    serial: int
+    body: bytes
+    url: str
+    header_serial: int | None
+
+    async def rows(self) -> tuple[int, list[ListedProject]]:
+        """Every row, parsed and checked (off the event loop: most of a second at PyPI's size)."""
+        return await asyncio.to_thread(parse_listing_json, self.body, self.url, self.header_serial)
+
+
 class Upstream:
     """One upstream index, reached through one injected `aiohttp.ClientSession`.
 
@@ -195,26 +209,35 @@ class Upstream:
 
     async def listing(self) -> tuple[int, list[ListedProject]]:
         """``GET /simple/`` as PEP 691 JSON: (global serial, every project with its serial)."""
-        serial, rows = await self._listing(stop_at=None)
-        return serial, rows if rows is not None else []
+        document = await self.listing_document(stop_at=None)
+        assert document is not None  # only a stop_at gives None
+        return await document.rows()
 
     async def listing_if_newer(self, serial: int) -> tuple[int, list[ListedProject]] | None:
         """The listing, or None when its serial is not above `serial`.
 
         One request either way: when nothing changed the body is dropped after its first bytes.
         """
-        got, rows = await self._listing(stop_at=serial)
-        return None if rows is None else (got, rows)
+        document = await self.listing_document(stop_at=serial)
+        if document is None:
+            return None
+        got, rows = await document.rows()
+        return None if got <= serial else (got, rows)
 
     async def listing_serial(self) -> int:
         """The global serial alone, from the first bytes of the listing (or its header)."""
-        serial, _ = await self._listing(stop_at=sys.maxsize)  # any serial is enough
-        return serial
+        document = await self.listing_document(stop_at=sys.maxsize, peek=True)
+        assert document is not None
+        return document.serial
 
-    async def _listing(self, stop_at: int | None) -> tuple[int, list[ListedProject] | None]:
+    async def listing_document(
+        self, stop_at: int | None, *, peek: bool = False
+    ) -> ListingDocument | None:
+        """The listing's body, unparsed; None when its serial is known (from its first bytes
+        or its header) not to be above `stop_at`. ``peek``: never read past those bytes."""
         url = URL(f"{self._base}/simple/")
 
-        async def attempt() -> tuple[int, list[ListedProject] | None]:
+        async def attempt() -> ListingDocument | None:
             async with self._request("GET", url, self._meta_timeout, accept=SIMPLE_JSON) as resp:
                 header = _header_serial(resp)
                 body = bytearray()
@@ -222,12 +245,16 @@ class Upstream:
                 serial = peek_listing_serial(bytes(body))
                 serial = header if serial is None else serial
                 if stop_at is not None and serial is not None and serial <= stop_at:
-                    return serial, None
+                    return ListingDocument(serial, b"", str(resp.url), header) if peek else None
                 await self._read(resp, body, self._max_listing, url)
                 page = str(resp.url)
-            # Parsing 700,000 rows takes most of a second: keep the event loop free meanwhile.
-            got, rows = await asyncio.to_thread(parse_listing_json, bytes(body), page, header)
-            return got, None if stop_at is not None and got <= stop_at else rows
+            if serial is None:
+                # No serial up front: the whole document says (and is checked) now.
+                parsed, _ = await asyncio.to_thread(parse_listing_json, bytes(body), page, header)
+                if stop_at is not None and parsed <= stop_at:
+                    return ListingDocument(parsed, b"", page, header) if peek else None
+                return ListingDocument(parsed, bytes(body), page, header)
+            return ListingDocument(serial, bytes(body), page, header)
 
         return await retrying(self._retry, str(url), attempt)
 

@@ -351,7 +351,7 @@ class _Verifier:
         mode = "quick" if quick else "full"
         self.progress = None if dry_run else ProgressFile(self.root, mode)
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="verify")
-        self.ledger: Ledger = {}
+        self.ledger = Ledger()
         self.links = LinkSet()
         self.found: Counter[str] = Counter()
         self.listed: list[Problem] = []
@@ -716,7 +716,7 @@ class _Verifier:
                 await asyncio.to_thread(self._sweep, skipped)
             if self.write_root:
                 status = await asyncio.to_thread(read_status, self.root)
-                await write_root_index(self.storage, self.ledger, status)
+                await write_root_index(self.storage, self.ledger, status, rewrite=True)
         finally:
             if self.progress is not None:
                 await asyncio.to_thread(self.progress.flush)

@@ -16,7 +16,7 @@ import pytest
 
 from bandersnatch_clone.errors import StorageError
 from bandersnatch_clone.mirror import engine_settings, make_session, make_upstream, plan_run
-from bandersnatch_clone.state import Journal, LedgerEntry
+from bandersnatch_clone.state import Journal, Ledger, LedgerEntry
 from bandersnatch_clone.storage.filesystem import FilesystemStorage, FilesystemTemp
 from bandersnatch_clone.sync import Engine
 from tests.fake_upstream import FakeIndex, FakeUpstream
@@ -208,9 +208,9 @@ async def test_a_storage_that_fills_up_aborts_the_engine_and_the_next_run_heals(
         journal = Journal(directory)
         async with make_session(config) as session:
             client = make_upstream(config, session, FAST_RETRY)
-            plan = await plan_run(config, client, {}, 0)
+            plan = await plan_run(config, client, Ledger(), 0)
             journal.begin(plan.target_serial, len(plan.fetch))
-            engine = Engine(engine_settings(config), storage, client, {}, journal)
+            engine = Engine(engine_settings(config), storage, client, Ledger(), journal)
             result = await engine.execute(plan)
             journal.close()
         problems = check_tree(directory) + stray_files(directory, known)

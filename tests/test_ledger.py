@@ -1,0 +1,92 @@
+"""The ledger answers like a dict, whatever mix of reads, writes and merges it went through."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from bandersnatch_clone.ledger import Ledger, LedgerEntry
+
+
+def _name(rng: random.Random) -> str:
+    # Names that are prefixes of each other ("a", "a-b", "a0") are where a careless binary
+    # search over "name serial ..." lines would go wrong.
+    return rng.choice(["a", "a-b", "a0", "ab", "b", "zope", "zope-interface", "z"]) + (
+        "" if rng.random() < 0.5 else f"-{rng.randrange(40)}"
+    )
+
+
+def _entry(rng: random.Random) -> LedgerEntry:
+    display = rng.choice([None, None, "Shown_Name"])
+    return LedgerEntry(rng.randrange(1, 10**8), rng.randrange(10), rng.randrange(10**6), display)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_operations_match_a_dict(seed: int) -> None:
+    rng = random.Random(seed)
+    model = {_name(rng): _entry(rng) for _ in range(rng.randrange(0, 60))}
+    ledger = Ledger.from_text(Ledger(model).to_text())
+    for step in range(400):
+        name = _name(rng)
+        action = rng.random()
+        if action < 0.45:
+            ledger[name] = model[name] = _entry(rng)
+        elif action < 0.7:
+            assert ledger.pop(name, None) == model.pop(name, None)
+        elif action < 0.8:
+            # A write in the middle of a run folds the overlay into the lines.
+            ledger = Ledger.from_text(ledger.to_text()) if step % 2 else ledger
+            ledger.lines()
+        else:
+            assert (name in ledger, ledger.get(name)) == (name in model, model.get(name))
+        assert len(ledger) == len(model)
+    assert (sorted(ledger), dict(ledger.entries()), ledger == model) == (
+        sorted(model),
+        dict(sorted(model.items())),
+        True,
+    )
+
+
+def test_many_changes_merge_like_few() -> None:
+    rng = random.Random(7)
+    model = {f"p{i:05d}": LedgerEntry(i) for i in range(0, 12000, 2)}
+    ledger = Ledger(model)
+    for i in rng.sample(range(12000), 6000):
+        ledger[f"p{i:05d}"] = model[f"p{i:05d}"] = LedgerEntry(i + 1)
+    assert Ledger.from_text(ledger.to_text()) == model
+
+
+def test_names_changed_only_when_a_project_comes_goes_or_is_renamed() -> None:
+    text = Ledger({"a": LedgerEntry(1), "b": LedgerEntry(2, display="B")}).to_text()
+    cases = []
+    for change in ("serial", "display", "new", "gone", "same-display"):
+        ledger = Ledger.from_text(text)
+        if change == "serial":
+            ledger["a"] = LedgerEntry(5, 3, 100)
+        elif change == "display":
+            ledger["a"] = LedgerEntry(5, display="A")
+        elif change == "new":
+            ledger["c"] = LedgerEntry(5)
+        elif change == "gone":
+            del ledger["b"]
+        else:
+            ledger["b"] = LedgerEntry(9, display="B")
+        cases.append((change, ledger.names_changed))
+    assert cases == [
+        ("serial", False),
+        ("display", True),
+        ("new", True),
+        ("gone", True),
+        ("same-display", False),
+    ]
+
+
+def test_damaged_lines_are_left_out_not_fatal() -> None:
+    ledger = Ledger.from_text("a 1 2 3\nb not-a-serial 0 0\nc 3 1 1 C\ntruncated\n")
+    assert (dict(ledger.entries()), ledger.root_rows(), ledger.totals(), "b" in ledger) == (
+        {"a": LedgerEntry(1, 2, 3), "c": LedgerEntry(3, 1, 1, "C")},
+        (["a", "c"], ["a", "C"], [1, 3]),
+        (3, 4),
+        False,
+    )
