@@ -16,7 +16,13 @@ import humanfriendly
 
 from bandersnatch_clone import __version__
 from bandersnatch_clone.config import Config, load_config, render_starter_config
-from bandersnatch_clone.errors import ConfigError, LockedError, MirrorError, PluginError
+from bandersnatch_clone.errors import (
+    ConfigError,
+    LockedError,
+    MirrorError,
+    PluginError,
+    UsageError,
+)
 from bandersnatch_clone.state import Journal, Ledger, read_ledger, read_status
 
 log = logging.getLogger("bandersnatch_clone")
@@ -107,7 +113,8 @@ def _print_summary(args: argparse.Namespace, summary: _Summary) -> None:
 def cmd_verify(args: argparse.Namespace) -> int:
     from bandersnatch_clone.verify import run_verify
 
-    config = _load(args)
+    # Object-store backends: verify, delete and serve read the tree as files (issue 8, phase 2).
+    config = _local_tree(_load(args), "verify")
     code, summary = asyncio.run(
         run_verify(
             config,
@@ -127,7 +134,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_delete(args: argparse.Namespace) -> int:
     from bandersnatch_clone.delete import run_delete
 
-    code, summary = asyncio.run(run_delete(_load(args), args.names, dry_run=args.dry_run))
+    config = _local_tree(_load(args), "delete")
+    code, summary = asyncio.run(run_delete(config, args.names, dry_run=args.dry_run))
     _print_summary(args, summary)
     return code
 
@@ -210,11 +218,61 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bandersnatch_clone.serve import run_serve
 
     target = Path(args.target) if args.target else Path(_config_path(args))
-    directory = target if target.is_dir() else load_config(target).mirror.directory
+    if target.is_dir():
+        directory = target
+    else:
+        directory = _local_tree(load_config(target), "serve").mirror.directory
     if not (directory / "web").is_dir():
         raise ConfigError(str(directory), None, "no web/ folder here: not a mirror directory")
     run_serve(directory, args.bind, log_requests=args.log_requests)
     return EXIT_OK
+
+
+def _local_tree(config: Config, command: str) -> Config:
+    """Air-gap commands read and write the tree as files: the filesystem backend only."""
+    if config.storage.backend != "filesystem":
+        raise UsageError(
+            f"`{command}` needs the filesystem storage backend, not {config.storage.backend!r}"
+        )
+    return config
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from bandersnatch_clone.export import run_export
+
+    config = _local_tree(_load(args), "export")
+    summary = run_export(
+        config,
+        Path(args.out),
+        since=args.since,
+        since_last=args.since_last,
+        compress=not args.no_compress,
+    )
+    _print_summary(args, summary)
+    return summary.exit_code
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from bandersnatch_clone.importer import run_import
+
+    config = _local_tree(_load(args), "import")
+    summary = run_import(config, Path(args.bundle), force=args.force)
+    _print_summary(args, summary)
+    return summary.exit_code
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from bandersnatch_clone.snapshot import take_snapshot
+
+    config = _local_tree(_load(args), "snapshot")
+    summary = take_snapshot(
+        config.mirror.directory,
+        Path(args.dir),
+        keep=args.keep,
+        root_uri=config.mirror.root_uri or None,
+    )
+    _print_summary(args, summary)
+    return summary.exit_code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -342,6 +400,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bind", default="127.0.0.1:8080", help="HOST:PORT (default 127.0.0.1:8080)")
     p.add_argument("--log-requests", action="store_true", help="log one line per request")
     p.set_defaults(func=cmd_serve)
+    p = add(
+        "export",
+        "write a bundle of what changed since a serial (air-gapped mirrors)",
+        "Write a bundle (tar.gz) of every file, page and JSON copy that changed between a serial\n"
+        "and the mirror's current one, the paths deleted since, the state files, and a manifest\n"
+        "with every path's size and sha256. Carry it across and run `import` on the other side.\n"
+        "--since 0 exports everything (to seed a new offline mirror); --since-last continues\n"
+        "from where the previous export ended. OUT is the bundle file, or a folder to write\n"
+        "bundle-<from>-<to>.tar.gz in. Takes the mirror's lock. See docs/airgap.md.",
+    )
+    since = p.add_mutually_exclusive_group(required=True)
+    since.add_argument(
+        "--since", type=int, metavar="SERIAL", help="the serial the other side is at (0: all)"
+    )
+    since.add_argument(
+        "--since-last", action="store_true", help="from the serial the previous export ended at"
+    )
+    p.add_argument("--no-compress", action="store_true", help="plain tar (packages are packed)")
+    p.add_argument("out", metavar="OUT", help="bundle file, or a folder to write it in")
+    p.set_defaults(func=cmd_export)
+    p = add(
+        "import",
+        "apply a bundle written by `export` (the offline side)",
+        "Check every file of the bundle against its manifest (sha256 and size) in a staging\n"
+        "folder inside the mirror, then move them into place: files, project pages, the root\n"
+        "index, deletions, the serial last. A bundle that does not start at this mirror's serial,\n"
+        "or that is damaged, is refused and nothing changes (exit 1). Interrupted, the mirror\n"
+        "keeps serving; run the same import again to finish it. A full bundle (from serial 0)\n"
+        "seeds an empty mirror, or with --force replaces a mirror's whole tree.",
+    )
+    p.add_argument("bundle", metavar="BUNDLE", help="the bundle file")
+    p.add_argument(
+        "--force", action="store_true", help="apply even if it does not start at this serial"
+    )
+    p.set_defaults(func=cmd_import)
+    p = add(
+        "snapshot",
+        "a frozen copy of the tree made of hard links, for rsync",
+        "Make DIR/<UTC time>/ : hard links (no data copied) of web/ and the state files, taken\n"
+        "consistently even while a sync runs (no lock needed), and point DIR/latest at it. rsync\n"
+        "DIR/latest/ while the next sync goes on. DIR must be on the mirror's file system and\n"
+        "not under web/. The oldest snapshots beyond --keep are removed.",
+    )
+    p.add_argument("dir", metavar="DIR", help="where snapshots are kept")
+    p.add_argument("--keep", type=int, default=3, metavar="N", help="snapshots kept (default 3)")
+    p.set_defaults(func=cmd_snapshot)
     return parser
 
 
@@ -355,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
         return code
-    except (ConfigError, PluginError) as e:
+    except (ConfigError, PluginError, UsageError) as e:
         print(f"bandersnatch-clone: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except LockedError as e:

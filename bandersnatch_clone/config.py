@@ -56,6 +56,23 @@ class MirrorConfig:
     cleanup: bool = True
     #: Appended to the User-Agent header (e.g. a contact address).
     user_agent_extra: str = ""
+    #: After each run, write the paths it created or changed here (for rsync --files-from).
+    diff_file: Path | None = None
+    #: Append "-<epoch seconds>" to the diff file's name, so each run writes its own.
+    diff_append_epoch: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    """The ``[storage]`` table: which backend holds the tree, and each backend's own table
+    (``[storage.s3]``), checked by that backend when it is opened (see `storage.loader`)."""
+
+    #: A name in the ``bandersnatch_clone.storage.v1`` entry-point group.
+    backend: str = "filesystem"
+    #: ``[storage.<name>]`` tables, by backend name, read-only.
+    options: Mapping[str, Mapping[str, object]] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +89,8 @@ class Config:
     plugin_sections: Mapping[str, Mapping[str, object]] = field(
         default_factory=lambda: MappingProxyType({}), hash=False
     )
+    #: ``[storage]``: where the tree is written (the state always stays in ``directory``).
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
     def override(self, changes: Mapping[str, object], *, source: str = "command line") -> Config:
         """A copy with some ``[mirror]`` fields replaced, validated like the file's values.
@@ -97,7 +116,7 @@ class _Rule:
     low: float | None = None
     high: float | None = None
     choices: tuple[str, ...] = ()
-    #: For URLs: whether "" (meaning "not set") is allowed.
+    #: For URLs and paths: whether "" (meaning "not set") is allowed.
     optional: bool = False
 
 
@@ -119,6 +138,8 @@ _RULES: Mapping[str, _Rule] = MappingProxyType(
         "delete_removed_projects": _Rule("bool"),
         "cleanup": _Rule("bool"),
         "user_agent_extra": _Rule("str"),
+        "diff_file": _Rule("path", optional=True),
+        "diff_append_epoch": _Rule("bool"),
     }
 )
 
@@ -131,6 +152,8 @@ _BANDERSNATCH_NAMES: Mapping[str, str] = MappingProxyType(
         "download_mirror": "download_url",
         "stop-on-error": "stop_on_error",
         "release-files": "release_files",
+        "diff-file": "diff_file",
+        "diff-append-epoch": "diff_append_epoch",
     }
 )
 
@@ -207,6 +230,8 @@ def _check_option(file: str, name: str, value: object, base: Path) -> object:
     if rule.kind == "url":
         return _check_url(file, key, value, rule.optional)
     if rule.kind == "path":
+        if rule.optional and value == "":
+            return None
         if not value.strip():
             raise ConfigError(file, key, "expected a directory path, got an empty string")
         return Path(os.path.abspath(base / Path(value).expanduser()))
@@ -254,6 +279,22 @@ def _plugins_enabled(file: str, table: Mapping[str, object]) -> tuple[str, ...]:
     return names
 
 
+def _storage(file: str, table: Mapping[str, object]) -> StorageConfig:
+    backend = table.get("backend", "filesystem")
+    if not isinstance(backend, str) or not backend:
+        raise ConfigError(
+            file, "storage.backend", f"expected a backend name, got {_describe(backend)}"
+        )
+    options: dict[str, Mapping[str, object]] = {}
+    for key, value in table.items():
+        if key == "backend":
+            continue
+        if not isinstance(value, Mapping):
+            raise _unknown(file, f"storage.{key}", key, ("backend",))
+        options[key] = cast(Mapping[str, object], _freeze(value))
+    return StorageConfig(backend, MappingProxyType(options))
+
+
 def config_from_mapping(data: Mapping[str, object], path: str | os.PathLike[str]) -> Config:
     """Validate parsed TOML (or an equivalent mapping) into a `Config`.
 
@@ -263,19 +304,21 @@ def config_from_mapping(data: Mapping[str, object], path: str | os.PathLike[str]
     base = source.parent
     sections: dict[str, Mapping[str, object]] = {}
     for key, value in data.items():
-        if key in ("mirror", "plugins"):
+        if key in ("mirror", "plugins", "storage"):
             continue
         if key in _RULES and not isinstance(value, Mapping):
             raise ConfigError(
                 file, key, f"top-level key: did you mean 'mirror.{key}' (under [mirror])?"
             )
-        typo = difflib.get_close_matches(key, [t for t in ("mirror", "plugins") if t not in data])
+        tables = ("mirror", "plugins", "storage")
+        typo = difflib.get_close_matches(key, [t for t in tables if t not in data])
         if typo:
             raise ConfigError(file, key, f"unknown table (did you mean [{typo[0]}]?)")
         sections[key] = cast(Mapping[str, object], _freeze(_table(file, key, value)))
     mirror = _mirror(file, _table(file, "mirror", data.get("mirror", {})), base)
     enabled = _plugins_enabled(file, _table(file, "plugins", data.get("plugins", {})))
-    return Config(source, mirror, enabled, MappingProxyType(sections))
+    storage = _storage(file, _table(file, "storage", data.get("storage", {})))
+    return Config(source, mirror, enabled, MappingProxyType(sections), storage)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -321,6 +364,9 @@ _MIRROR_HELP = """\
 #   delete_removed_projects  remove projects that disappear upstream.
 #   cleanup                  remove files no longer linked by their project's page.
 #   user_agent_extra         appended to the User-Agent, e.g. a contact address for the upstream.
+#   diff_file                after each run, write the absolute paths it created or changed here,
+#                            one a line (rsync --files-from); "" = none. See docs/airgap.md.
+#   diff_append_epoch        append "-<epoch seconds>" to diff_file's name, one file per run.
 """
 
 _PLUGINS_HELP = """\
@@ -336,12 +382,35 @@ _PLUGINS_HELP = """\
 """
 
 
+_STORAGE_HELP = """\
+# [storage]: where the tree (web/, what nginx serves) is written. The default is the mirror
+# directory itself. To write it into an S3-compatible object store instead (the state: status,
+# ledger, journal, lock, stays in `directory`), install `pip install 'bandersnatch-clone[s3]'`
+# and uncomment:
+#
+# [storage]
+# backend = "s3"
+# [storage.s3]
+# bucket = "my-mirror"                 # required
+# prefix = "pypi"                      # keys become pypi/web/simple/...; "" = the bucket's root
+# endpoint_url = "https://s3.example.com"  # "" = AWS S3
+# region = "us-east-1"
+# addressing_style = "auto"            # "path" (https://host/bucket/key) or "virtual"
+# access_key_id = ""                   # both empty = the usual AWS chain (environment
+# secret_access_key = ""               #   variables, ~/.aws, instance role)
+# lock_ttl = 300                       # seconds a crashed run on another host blocks the bucket
+# conditional_writes = true            # false: the store ignores If-None-Match (see README)
+# put_extra_args = { ServerSideEncryption = "AES256" }
+#
+"""
+
+
 def render_starter_config(directory: str) -> str:
     """The commented config that ``bandersnatch-clone init`` writes: every key at its default."""
     mirror: dict[str, object] = {"directory": directory}
     for f in dataclasses.fields(MirrorConfig):
         if f.name != "directory":
-            mirror[f.name] = f.default
+            mirror[f.name] = "" if f.default is None else f.default
     return "\n".join(
         [
             "# bandersnatch-clone configuration (TOML).",
@@ -349,5 +418,6 @@ def render_starter_config(directory: str) -> str:
             "",
             _MIRROR_HELP + tomli_w.dumps({"mirror": mirror}),
             _PLUGINS_HELP + tomli_w.dumps({"plugins": {"enabled": []}}),
+            _STORAGE_HELP,
         ]
     )

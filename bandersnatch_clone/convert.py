@@ -27,6 +27,8 @@ _MIRROR: Mapping[str, tuple[str, str]] = MappingProxyType(
         "root_uri": ("root_uri", "url"),
         "stop-on-error": ("stop_on_error", "bool"),
         "download-mirror": ("download_url", "url"),
+        "diff-file": ("diff_file", "str"),
+        "diff-append-epoch": ("diff_append_epoch", "bool"),
     }
 )
 # [mirror] keys with no equivalent: the value that needs no warning (None: any value warns),
@@ -48,8 +50,6 @@ _MIRROR_DROPPED: Mapping[str, tuple[str | None, str]] = MappingProxyType(
         "compare-method": ("hash", "existing files are always compared by sha256"),
         "digest_name": ("sha256", "files are always checked with sha256"),
         "keep_index_versions": ("0", "old versions of index pages are not kept"),
-        "diff-file": (None, "no diff file is written"),
-        "diff-append-epoch": (None, "no diff file is written"),
         "log-config": (None, "logging goes to stderr; use -v/-q and your service manager"),
         "proxy": (None, "proxy settings are not supported"),
         "cleanup": (

@@ -15,6 +15,7 @@ from humanfriendly import format_size
 from packaging.utils import NormalizedName
 
 from bandersnatch_clone import layout
+from bandersnatch_clone.changes import ROOT_PAGES, record_paths
 from bandersnatch_clone.config import Config
 from bandersnatch_clone.errors import StorageError, UnsafePath
 from bandersnatch_clone.state import (
@@ -162,6 +163,9 @@ async def run_delete(
                 continue
             doomed[name] = paths
         if doomed and not dry_run:
+            # The change log hears of it first, so the next `export` carries the deletions.
+            gone = [path for paths in doomed.values() for path in paths]
+            await asyncio.to_thread(record_paths, directory, [*ROOT_PAGES, *gone])
             for name in doomed:
                 ledger.pop(name, None)
             await _commit(storage, ledger, pending)

@@ -11,7 +11,11 @@ MirrorError
 ├── IntegrityError         (url, expected, got)  a body whose hash does not match
 ├── UnsafePath             (path)      a name or URL that would leave the tree
 ├── StorageError           (path, problem)
-└── PluginError            (plugin, key, problem)        -> exit 2
+│   └── MissingFile        (path)      a file the storage does not hold (any more)
+├── PluginError            (plugin, key, problem)        -> exit 2
+├── UsageError             (problem)   a command that cannot run as asked -> exit 2
+├── BundleError            (bundle, problem)  an export or import refused
+└── SnapshotError          (path, problem)
 """
 
 from __future__ import annotations
@@ -122,6 +126,13 @@ class StorageError(MirrorError):
         return cls(str(path), reason)
 
 
+class MissingFile(StorageError):
+    """A read of a file the storage does not hold (any more)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, "no such file")
+
+
 class PluginError(MirrorError):
     """A filter plugin that cannot be loaded or configured."""
 
@@ -131,3 +142,31 @@ class PluginError(MirrorError):
         self.problem = problem
         where = f"plugin {plugin!r}" + (f", key {key!r}" if key else "")
         super().__init__(f"{where}: {problem}")
+
+
+class UsageError(MirrorError):
+    """A command asked for something the mirror's state cannot give (no previous export to
+    continue from, a serial the mirror has not reached)."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(problem)
+
+
+class BundleError(MirrorError):
+    """An air-gap bundle that cannot be written or is refused: damaged, tampered with, out of
+    order, or unsafe. An import that raises it has left the mirror as it was."""
+
+    def __init__(self, bundle: str, problem: str) -> None:
+        self.bundle = bundle
+        self.problem = problem
+        super().__init__(f"{bundle}: {problem}")
+
+
+class SnapshotError(MirrorError):
+    """A snapshot that cannot be made consistent, or cannot be made of hard links there."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")

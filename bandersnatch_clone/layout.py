@@ -26,6 +26,18 @@ HTML_PAGE = "index.html"
 V1_HTML_PAGE = "index.v1_html"
 V1_JSON_PAGE = "index.v1_json"
 
+#: The Content-Type each page file must go out with (PEP 691; pip and uv refuse any other).
+PAGE_TYPES = {
+    HTML_PAGE: "text/html",
+    V1_HTML_PAGE: "application/vnd.pypi.simple.v1+html",
+    V1_JSON_PAGE: "application/vnd.pypi.simple.v1+json",
+}
+#: PEP 658 core metadata is a UTF-8 text file.
+METADATA_TYPE = "text/plain; charset=utf-8"
+#: PyPI's caching: pages change with every sync, files never (their path holds their hash).
+PAGE_CACHE = "max-age=600"
+FILE_CACHE = "max-age=365000000, immutable"
+
 # PEP 508 / core metadata: a valid project name.
 VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 # Anything a filename or path segment must never contain: separators, NUL and control chars.
@@ -132,3 +144,28 @@ def linked_paths(page_json: bytes, root_uri: str | None) -> list[PurePosixPath]:
             if f.get("core-metadata"):
                 paths.append(metadata_path(path))
     return paths
+
+
+def content_type(path: PurePosixPath) -> str:
+    """The Content-Type of a tree path, for backends that store one with each object (an object
+    store serves it as is) and for servers: the same answers as examples/nginx.conf gives."""
+    if path.parent.is_relative_to(SIMPLE) and path.name in PAGE_TYPES:
+        return PAGE_TYPES[path.name]
+    if path.is_relative_to(PACKAGES):
+        # Archives go out as opaque bytes, so no client un-gzips a .tar.gz on the way.
+        return METADATA_TYPE if path.name.endswith(".metadata") else "application/octet-stream"
+    if path.parent == JSON_DIR or (path.is_relative_to(PYPI_DIR) and path.name == "json"):
+        return "application/json"
+    if not path.is_relative_to(WEB):
+        return "text/plain"  # status, generation
+    return "application/octet-stream"
+
+
+def cache_control(path: PurePosixPath) -> str | None:
+    """The Cache-Control a server (or a CDN in front of an object store) should send for a tree
+    path: files for good, pages for ten minutes; None outside web/ (state, not for clients)."""
+    if path.is_relative_to(PACKAGES):
+        return FILE_CACHE
+    if path.is_relative_to(WEB):
+        return PAGE_CACHE
+    return None

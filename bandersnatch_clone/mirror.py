@@ -8,11 +8,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import aiohttp
 from packaging.utils import NormalizedName
 
+from bandersnatch_clone.changes import RecordingStorage, seal, write_run_diff
 from bandersnatch_clone.config import Config
 from bandersnatch_clone.filters import FilterSet, load_filters
 from bandersnatch_clone.listing_scan import row_count, rows_above
@@ -27,6 +28,7 @@ from bandersnatch_clone.plan import (
 )
 from bandersnatch_clone.retry import RetryPolicy
 from bandersnatch_clone.state import (
+    GENERATION,
     FilterState,
     Journal,
     Ledger,
@@ -42,7 +44,9 @@ from bandersnatch_clone.state import (
     write_listing_state,
     write_status,
 )
+from bandersnatch_clone.storage import Storage
 from bandersnatch_clone.storage.filesystem import FilesystemStorage
+from bandersnatch_clone.storage.loader import open_storage
 from bandersnatch_clone.sync import (
     Engine,
     EngineSettings,
@@ -65,6 +69,8 @@ class Outcome:
     planned: int = 0
     result: RunResult = field(default_factory=RunResult)
     temp_files_removed: int = 0
+    #: Paths this run created or changed, in order (for the diff file).
+    changed: list[PurePosixPath] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -215,16 +221,28 @@ async def run(
     clock = now or (lambda: datetime.now(UTC))
     # A bad plugin config fails before anything is touched.
     filters = load_filters(config, now=clock)
+    # So does a bad [storage] table: checked now, connected under the lock.
+    opened = open_storage(config)
     directory = config.mirror.directory
     directory.mkdir(parents=True, exist_ok=True)
     with MirrorLock(directory):
         own_session = session is None
         http = session or make_session(config)
         try:
-            upstream = make_upstream(config, http, retry)
-            return await locked_run(
-                config, directory, upstream, filters, names, reporter, clock().timestamp()
-            )
+            async with opened as tree, tree.lock():
+                upstream = make_upstream(config, http, retry)
+                outcome = await locked_run(
+                    config,
+                    directory,
+                    upstream,
+                    filters,
+                    names,
+                    reporter,
+                    clock().timestamp(),
+                    tree=tree,
+                )
+            await asyncio.to_thread(write_run_diff, config.mirror, outcome.changed)
+            return outcome
         finally:
             if own_session:
                 await http.close()
@@ -238,10 +256,15 @@ async def locked_run(
     names: Sequence[str] | None,
     reporter: Reporter | None,
     now: float | None = None,
+    *,
+    tree: Storage | None = None,
 ) -> Outcome:
     """The body of a run, under a `MirrorLock` the caller already holds (verify --repair
-    re-syncs projects through it without letting go of its lock)."""
-    storage = FilesystemStorage(directory)
+    re-syncs projects through it without letting go of its lock). `tree`: where the tree is
+    written (the configured backend, its lock held); None = the directory itself."""
+    tree = FilesystemStorage(directory) if tree is None else tree
+    # Every path written or deleted goes to the change log first: what `export` carries.
+    storage = RecordingStorage(tree, directory, keep_changed=config.mirror.diff_file is not None)
     temp_removed = await storage.clean_temp()
     if temp_removed:
         log.info("removed %d temporary files left by an interrupted run", temp_removed)
@@ -287,6 +310,7 @@ async def locked_run(
     )
     outcome = Outcome(status, status, planned=len(plan.fetch) + len(plan.delete))
     outcome.temp_files_removed = temp_removed
+    outcome.changed = storage.changed
     # A mirror that held nothing was filtered whole by this run, whatever happens below.
     filters_settled = not ledger or filter_state.fingerprint == filters.fingerprint
     if plan.empty and previous is None and plan.target_serial <= status and filters_settled:
@@ -331,8 +355,22 @@ async def locked_run(
             await asyncio.to_thread(write_listing_state, directory, listed)
         if complete:
             outcome.serial_after = max(status, target)
+            storage.close()
+            await asyncio.to_thread(seal, directory, status, outcome.serial_after)
+            await publish_status(tree, directory, outcome.serial_after)
             await asyncio.to_thread(write_status, directory, outcome.serial_after)
         journal.remove()
     finally:
         journal.close()
+        storage.close()
     return outcome
+
+
+async def publish_status(tree: Storage, directory: Path, serial: int) -> None:
+    """A tree kept apart from the state (an object store) gets copies of ``generation`` and
+    ``status``, the latter after everything else: the bucket says which serial it serves. Before
+    the local ``status``, so that a crash in between costs a rerun, never a stale copy."""
+    if isinstance(tree, FilesystemStorage) and tree.root == directory:
+        return  # the same files
+    await tree.write_bytes(PurePosixPath("generation"), f"{GENERATION}\n".encode())
+    await tree.write_bytes(PurePosixPath("status"), f"{serial}\n".encode())

@@ -284,7 +284,8 @@ class Engine:
         if have is not None and (f.size is None or have == f.size):
             return None, have
         async with self._download_slots:
-            sink = await self.storage.open_temp()
+            # Path and digest up front: an object store streams straight to the final key.
+            sink = await self.storage.open_temp(path, sha256=f.sha256)
             try:
                 written = await self.upstream.download(f.url, f.sha256, sink, f.size)
                 await sink.commit(path)

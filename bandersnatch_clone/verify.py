@@ -27,6 +27,7 @@ import aiohttp
 from humanfriendly import format_size, format_timespan
 
 from bandersnatch_clone import layout, mirror
+from bandersnatch_clone.changes import ROOT_PAGES, record_paths
 from bandersnatch_clone.config import Config
 from bandersnatch_clone.delete import load_ledger
 from bandersnatch_clone.errors import MirrorError, ProjectNotFound, StorageError, UnsafePath
@@ -554,6 +555,8 @@ class _Verifier:
         offered = {f.filename: f for f in detail.files}
         for link in check.bad:
             f, path = offered.get(link.filename), PurePosixPath(link.path)
+            # A repaired file goes to the next `export` too (the other side got the bad bytes).
+            await asyncio.to_thread(record_paths, self.root, [path])
             if link.metadata:
                 if f is None or f.core_metadata is None:
                     return False
@@ -716,6 +719,7 @@ class _Verifier:
                 await asyncio.to_thread(self._sweep, skipped)
             if self.write_root:
                 status = await asyncio.to_thread(read_status, self.root)
+                await asyncio.to_thread(record_paths, self.root, ROOT_PAGES)
                 await write_root_index(self.storage, self.ledger, status, rewrite=True)
         finally:
             if self.progress is not None:

@@ -56,7 +56,23 @@ def test_defaults_are_the_documented_ones() -> None:
         "delete_removed_projects": True,
         "cleanup": True,
         "user_agent_extra": "",
+        "diff_file": None,
+        "diff_append_epoch": False,
     }
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [('""', None), ('"mirrored-files"', "cfg/mirrored-files"), ('"/var/d"', "/var/d")],
+)
+def test_diff_file_is_optional_and_resolves_like_directory(
+    tmp_path: Path, value: str, expected: str | None
+) -> None:
+    (tmp_path / "cfg").mkdir()
+    path = tmp_path / "cfg" / "m.toml"
+    path.write_text(f"{MIRROR}diff_file = {value}\n")
+    got = load_config(path).mirror.diff_file
+    assert got == (None if expected is None else tmp_path / expected)
 
 
 def test_full_config_parses_every_field(tmp_path: Path) -> None:

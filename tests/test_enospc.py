@@ -9,7 +9,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -163,17 +164,34 @@ class FullDisk:
         self.spend(str(path), len(data))
         return await self.inner.write_bytes(path, data)
 
-    async def open_temp(self) -> FullDiskTemp:
-        return FullDiskTemp(self, await self.inner.open_temp())
+    async def open_temp(
+        self, path: PurePosixPath | None = None, *, sha256: str | None = None
+    ) -> FullDiskTemp:
+        return FullDiskTemp(self, await self.inner.open_temp(path, sha256=sha256))
 
     async def size(self, path: PurePosixPath) -> int | None:
         return await self.inner.size(path)
 
+    async def sha256(self, path: PurePosixPath) -> str | None:
+        return await self.inner.sha256(path)
+
+    def iterate(self, top: PurePosixPath) -> AsyncIterator[tuple[PurePosixPath, int]]:
+        return self.inner.iterate(top)
+
+    def read_chunks(self, path: PurePosixPath, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        return self.inner.read_chunks(path, chunk_size)
+
     async def delete(self, path: PurePosixPath) -> bool:
         return await self.inner.delete(path)
 
+    async def delete_many(self, paths: Iterable[PurePosixPath]) -> None:
+        await self.inner.delete_many(paths)
+
     async def clean_temp(self) -> int:
         return await self.inner.clean_temp()
+
+    def lock(self) -> AbstractAsyncContextManager[object]:
+        return self.inner.lock()
 
 
 class FullDiskTemp:

@@ -2,12 +2,23 @@
 
 Every path is a `PurePosixPath` relative to the mirror directory (see `layout`). A write becomes
 visible all at once or not at all: readers (nginx, rsync, another process) never see part of a file.
+
+Backends: `filesystem` (the default: the mirror directory itself) and `s3` (an S3-compatible
+object store; `pip install 'bandersnatch-clone[s3]'`), found through the entry-point group
+``bandersnatch_clone.storage.v1`` (see `storage.loader`). The mirror's state (status, ledger,
+journal, lock) always stays in the local directory; a backend holds the tree under ``web/`` and a
+copy of ``status`` and ``generation``.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AbstractAsyncContextManager
 from pathlib import PurePosixPath
 from typing import Protocol
+
+#: Chunk size of `Storage.read_chunks` unless the caller asks for another.
+READ_CHUNK = 1024 * 1024
 
 
 class TempFile(Protocol):
@@ -32,16 +43,47 @@ class Storage(Protocol):
     async def write_bytes(self, path: PurePosixPath, data: bytes) -> bool:
         """Atomically replace `path` with `data` unless it already holds exactly that.
 
-        Returns True when the file changed (so unchanged pages keep their mtime).
+        Returns True when the file changed (so unchanged pages keep their mtime). A backend that
+        stores a media type with each object takes it from `layout.content_type`.
         """
 
-    async def open_temp(self) -> TempFile: ...
+    async def open_temp(
+        self, path: PurePosixPath | None = None, *, sha256: str | None = None
+    ) -> TempFile:
+        """A temp file for streaming a body in. ``path`` and ``sha256``, when the caller knows
+        them, are where it will be committed and the digest of the bytes it writes (checked by
+        the caller): an object store uploads straight to the final key, invisible until
+        complete, and records the digest so that `sha256` answers without a download."""
 
     async def size(self, path: PurePosixPath) -> int | None:
         """Size in bytes, or None when the file does not exist."""
 
+    async def sha256(self, path: PurePosixPath) -> str | None:
+        """The sha256 recorded for the file when the backend keeps one (an object store's
+        metadata: a HEAD, not a download); None means "unknown: hash the bytes"."""
+
+    def iterate(self, top: PurePosixPath) -> AsyncIterator[tuple[PurePosixPath, int]]:
+        """(path, size) of every file below the folder `top`, in no particular order."""
+
+    def read_chunks(
+        self, path: PurePosixPath, chunk_size: int = READ_CHUNK
+    ) -> AsyncIterator[bytes]:
+        """The file's bytes, streamed (never the whole file in memory); `MissingFile` when it
+        does not exist. Both backends return an async generator: one that is left early should
+        be closed (``aclose``), which releases the object store's connection."""
+
     async def delete(self, path: PurePosixPath) -> bool:
-        """Remove a file (and parents left empty below the tree's top folders)."""
+        """Remove a file (and parents left empty below the tree's top folders); True when it
+        existed."""
+
+    async def delete_many(self, paths: Iterable[PurePosixPath]) -> None:
+        """Remove many files at once (an object store: batches of 1000 per request); paths
+        that do not exist are no error."""
 
     async def clean_temp(self) -> int:
-        """Remove temp files left by an interrupted run; returns how many."""
+        """Remove temp files (unfinished uploads) left by an interrupted run; returns how many."""
+
+    def lock(self) -> AbstractAsyncContextManager[object]:
+        """Hold the tree for one writer, for the duration of the block (`LockedError` when
+        another holds it). The filesystem's tree shares the state directory's `MirrorLock`;
+        an object store needs its own, since several hosts may reach one bucket."""

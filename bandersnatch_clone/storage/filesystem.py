@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
-from bandersnatch_clone.errors import StorageError
+from bandersnatch_clone.errors import ConfigError, MissingFile, StorageError
+from bandersnatch_clone.storage import READ_CHUNK
+
+if TYPE_CHECKING:
+    from bandersnatch_clone.config import Config
 
 TMP_DIR = ".tmp"
 _FLUSH_AT = 1024 * 1024
 # Directories that are part of the tree's skeleton: emptied subfolders are pruned up to these.
 _KEEP = {PurePosixPath("web"), PurePosixPath("web/simple"), PurePosixPath("web/packages")}
+#: Directory entries `iterate` hands over per thread hop.
+_BATCH = 1000
 
 
 def _storage_error(path: Path, exc: OSError) -> StorageError:
@@ -112,9 +121,70 @@ class FilesystemStorage:
             raise _storage_error(self.tmp, e) from e
         return fd, Path(name)
 
-    async def open_temp(self) -> FilesystemTemp:
-        fd, path = await asyncio.to_thread(self._mkstemp)
-        return FilesystemTemp(self, fd, path)
+    async def open_temp(
+        self, path: PurePosixPath | None = None, *, sha256: str | None = None
+    ) -> FilesystemTemp:
+        # Where it goes and its digest do not matter here: a rename places it, and the file
+        # system records no digest (`sha256` answers None: hash the file).
+        fd, temp = await asyncio.to_thread(self._mkstemp)
+        return FilesystemTemp(self, fd, temp)
+
+    def lock(self) -> contextlib.nullcontext[None]:
+        """The tree is in the state directory, which `state.MirrorLock` already holds."""
+        return contextlib.nullcontext()
+
+    async def sha256(self, path: PurePosixPath) -> str | None:
+        return None
+
+    async def iterate(self, top: PurePosixPath) -> AsyncIterator[tuple[PurePosixPath, int]]:
+        walk = self._walk(self.resolve(top))
+        while batch := await asyncio.to_thread(_take, walk, _BATCH):
+            for item in batch:
+                yield item
+
+    def _walk(self, top: Path) -> Iterator[tuple[PurePosixPath, int]]:
+        """(path, size) of every regular file below `top`; symlinks are not followed."""
+        stack = [top]
+        while stack:
+            folder = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # pruned while we walk, or no such folder
+            except OSError as e:
+                raise _storage_error(folder, e) from e
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    try:
+                        size = entry.stat(follow_symlinks=False).st_size
+                    except FileNotFoundError:
+                        continue
+                    rel = Path(entry.path).relative_to(self.root)
+                    yield PurePosixPath(rel.as_posix()), size
+
+    async def read_chunks(
+        self, path: PurePosixPath, chunk_size: int = READ_CHUNK
+    ) -> AsyncIterator[bytes]:
+        target = self.resolve(path)
+        try:
+            f = await asyncio.to_thread(target.open, "rb")
+        except (FileNotFoundError, NotADirectoryError):
+            raise MissingFile(str(path)) from None
+        except OSError as e:
+            raise _storage_error(target, e) from e
+        try:
+            while chunk := await asyncio.to_thread(f.read, chunk_size):
+                yield chunk
+        except OSError as e:
+            raise _storage_error(target, e) from e
+        finally:
+            await asyncio.to_thread(f.close)
+
+    async def delete_many(self, paths: Iterable[PurePosixPath]) -> None:
+        batch = list(paths)
+        await asyncio.to_thread(lambda: [self.delete_sync(p) for p in batch])
 
     async def read_bytes(self, path: PurePosixPath) -> bytes | None:
         return await asyncio.to_thread(self.read_bytes_sync, path)
@@ -192,3 +262,20 @@ class FilesystemStorage:
         count = sum(1 for _ in self.tmp.iterdir())
         shutil.rmtree(self.tmp, ignore_errors=True)
         return count
+
+
+def _take(items: Iterator[tuple[PurePosixPath, int]], n: int) -> list[tuple[PurePosixPath, int]]:
+    """Up to `n` items of an iterator (a blocking walk, advanced from a worker thread)."""
+    return [item for _, item in zip(range(n), items, strict=False)]
+
+
+def backend(config: Config) -> contextlib.nullcontext[FilesystemStorage]:
+    """The ``filesystem`` entry point: the tree in the mirror directory, next to the state."""
+    for key in config.storage.options.get("filesystem", {}):
+        raise ConfigError(
+            str(config.path),
+            f"storage.filesystem.{key}",
+            "unknown key: the filesystem backend has no options (the tree goes in "
+            "mirror.directory)",
+        )
+    return contextlib.nullcontext(FilesystemStorage(config.mirror.directory))

@@ -103,6 +103,7 @@ def test_mirror_keys_are_mapped(tmp_path: Path) -> None:
         "release_files": True,
         "root_uri": "https://example.com",
         "download_url": "https://pypi-mirror.example.com",
+        "diff_file": "/srv/pypi/mirrored-files",
     }
 
 
@@ -145,7 +146,6 @@ def test_regular_expressions_are_taken_literally(tmp_path: Path) -> None:
         "[mirror] global-timeout = '18000' not carried over",
         "[mirror] verifiers = '3' not carried over",
         "[mirror] compare-method = 'stat' not carried over",
-        "[mirror] diff-file = '/srv/pypi/mirrored-files' not carried over",
         "[mirror] download-mirror falls back to the upstream",
         "plugin 'whitelist_project' is now called 'allowlist_project'",
         "plugin 'safety_db_release' is not installed",
