@@ -52,6 +52,8 @@ class Ledger(MutableMapping[str, LedgerEntry]):
         self._overlay: dict[str, LedgerEntry | None] = {}
         self._size = 0
         self.names_changed = False
+        #: Projects given a new entry since the ledger was read.
+        self._touched: set[str] = set()
         if entries:
             self._base = sorted(entry.to_fields(name) for name, entry in entries.items())
             self._size = len(self._base)
@@ -131,6 +133,7 @@ class Ledger(MutableMapping[str, LedgerEntry]):
         elif (old.display or name) != (entry.display or name):
             self.names_changed = True
         self._overlay[name] = entry
+        self._touched.add(name)
 
     def __delitem__(self, name: str) -> None:
         if self.get_entry(name) is None:
@@ -193,6 +196,21 @@ class Ledger(MutableMapping[str, LedgerEntry]):
             entry = _decode(line)
             if entry is not None:
                 yield line, entry
+
+    def changed_rows(self) -> list[tuple[int, str, int]] | None:
+        """(line index, display name, serial) of every project updated since the ledger was
+        read, when none came, went or was renamed (so each keeps its place); else None."""
+        if self.names_changed:
+            return None
+        lines = self.lines()
+        rows = []
+        for name in sorted(self._touched):
+            i = self._find(name)
+            entry = None if i is None else _decode(lines[i])
+            if i is None or entry is None:
+                return None
+            rows.append((i, entry.display or name, entry.serial))
+        return rows
 
     def totals(self) -> tuple[int, int]:
         """(files, bytes) over every project."""

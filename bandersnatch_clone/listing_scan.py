@@ -42,18 +42,9 @@ def above(serial: int) -> str:
     return f"(?:{'|'.join(forms)})(?![0-9])"
 
 
-def row_count(body: bytes) -> int | None:
-    """How many project rows the listing has, or None when unsure."""
-    if _NOT_AN_INTEGER.search(body):
-        return None
-    meta = _META.search(body)
-    if meta is None:
-        return None
-    return body.count(_KEY) - meta[0].count(_KEY)
-
-
-def rows_above(body: bytes, serial: int) -> list[ListedProject] | None:
-    """The rows whose ``_last-serial`` is above `serial`, in listing order; None when unsure."""
+def scan(body: bytes, serial: int) -> tuple[list[ListedProject], int] | None:
+    """(the rows whose ``_last-serial`` is above `serial`, in listing order; how many rows the
+    listing has), or None when unsure."""
     if _NOT_AN_INTEGER.search(body):
         return None
     meta = _META.search(body)
@@ -70,7 +61,7 @@ def rows_above(body: bytes, serial: int) -> list[ListedProject] | None:
         if row is None:
             return None
         rows.append(row)
-    return rows
+    return rows, body.count(_KEY) - meta[0].count(_KEY)
 
 
 def _row(snippet: bytes) -> ListedProject | None:

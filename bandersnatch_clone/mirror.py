@@ -16,7 +16,7 @@ from packaging.utils import NormalizedName
 from bandersnatch_clone.changes import RecordingStorage, seal, write_run_diff
 from bandersnatch_clone.config import Config
 from bandersnatch_clone.filters import FilterSet, load_filters
-from bandersnatch_clone.listing_scan import row_count, rows_above
+from bandersnatch_clone.listing_scan import scan
 from bandersnatch_clone.plan import (
     SyncPlan,
     apply_filters,
@@ -166,10 +166,10 @@ async def plan_run(
 def _changed_plan(
     ledger: Ledger, listing: ListingDocument, status: int, since: ListingState, delete: bool
 ) -> SyncPlan | None:
-    changed = rows_above(listing.body, status)
-    listed = row_count(listing.body)
-    if changed is None or listed is None:
+    scanned = scan(listing.body, status)
+    if scanned is None:
         return None
+    changed, listed = scanned
     return plan_from_changed_rows(
         ledger,
         changed,

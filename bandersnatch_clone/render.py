@@ -231,6 +231,34 @@ def _root_json(names: list[str], serials: list[int], serial: int) -> bytes:
     return b'{"meta":%s,"projects":[%s]}' % (meta, projects.encode("ascii"))
 
 
+def splice_root_json(
+    old: bytes, changed: Iterable[tuple[int, str, int]], count: int, serial: int
+) -> bytes | None:
+    """The root JSON page `old` with rows replaced: (row index, name, new serial) each, and the
+    global serial set; None when `old` is not `count` rows of what `_root_json` writes.
+
+    At PyPI's size a run that moved 100 projects otherwise re-renders 700,000 rows: here the
+    page is cut at its row boundaries (names hold no braces) and 100 rows are rewritten. Every
+    replaced row must already name its project, so a page out of step with the ledger is
+    detected (the caller then renders it whole); the bytes equal a full render's.
+    """
+    head = b'{"meta":'
+    marker = b',"projects":[{'
+    start = old.find(marker)
+    if count == 0 or not old.startswith(head) or start < 0 or not old.endswith(b"}]}"):
+        return None
+    rows = old[start + len(marker) : -3].split(b"},{")
+    if len(rows) != count:
+        return None
+    for index, name, row_serial in changed:
+        encoded = encode_basestring_ascii(name).encode("ascii")
+        if not 0 <= index < count or not rows[index].startswith(b'"name":%s,' % encoded):
+            return None
+        rows[index] = b'"name":%s,"_last-serial":%d' % (encoded, row_serial)
+    meta = _dumps({"api-version": JSON_API_VERSION, "_last-serial": int(serial)})
+    return b"".join([head, meta, marker, b"},{".join(rows), b"}]}"])
+
+
 def render_root_html(names: Iterable[str]) -> bytes:
     """The PEP 503 root page: one ``<a href="<normalised>/">name</a>`` per project."""
     norms, display, _ = _root_rows((name, 0) for name in names)

@@ -29,7 +29,12 @@ from bandersnatch_clone.filters import FilterSet
 from bandersnatch_clone.model import DistFile, ProjectStatus
 from bandersnatch_clone.parse import LegacyProject
 from bandersnatch_clone.plan import PlannedProject, SyncPlan
-from bandersnatch_clone.render import filter_legacy_json, project_pages, root_pages_sorted
+from bandersnatch_clone.render import (
+    filter_legacy_json,
+    project_pages,
+    root_pages_sorted,
+    splice_root_json,
+)
 from bandersnatch_clone.state import Journal, Ledger, LedgerEntry, write_ledger
 from bandersnatch_clone.storage import Storage
 from bandersnatch_clone.upstream import Upstream
@@ -392,7 +397,15 @@ async def write_root_index(
         )
     )
 
+    changed = None if html else ledger.changed_rows()
+    old = None if changed is None else await storage.read_bytes(layout.SIMPLE / layout.V1_JSON_PAGE)
+
     def render() -> dict[str, bytes]:
+        if old is not None and changed is not None:
+            # No project came or went: rewrite the moved rows of the last root page.
+            spliced = splice_root_json(old, changed, len(ledger), serial)
+            if spliced is not None:
+                return {layout.V1_JSON_PAGE: spliced}
         return root_pages_sorted(*ledger.root_rows(), serial, html=html)
 
     for page, body in (await asyncio.to_thread(render)).items():

@@ -6,7 +6,9 @@ import random
 
 import pytest
 
+from bandersnatch_clone.layout import V1_JSON_PAGE
 from bandersnatch_clone.ledger import Ledger, LedgerEntry
+from bandersnatch_clone.render import root_pages_sorted, splice_root_json
 
 
 def _name(rng: random.Random) -> str:
@@ -89,4 +91,41 @@ def test_damaged_lines_are_left_out_not_fatal() -> None:
         (["a", "c"], ["a", "C"], [1, 3]),
         (3, 4),
         False,
+    )
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_spliced_root_page_equals_a_full_render(seed: int) -> None:
+    rng = random.Random(seed)
+    names = sorted({f"p{rng.randrange(10**6)}" for _ in range(rng.randrange(1, 300))})
+    ledger = Ledger({n: LedgerEntry(rng.randrange(1, 10**6), display=n.upper()) for n in names})
+    old = root_pages_sorted(*ledger.root_rows(), 10**6, html=False)[V1_JSON_PAGE]
+    ledger = Ledger.from_text(ledger.to_text())
+    for name in rng.sample(names, rng.randrange(0, len(names) + 1)):
+        ledger[name] = LedgerEntry(rng.randrange(10**6, 2 * 10**6), display=name.upper())
+    changed = ledger.changed_rows()
+    assert changed is not None
+    spliced = splice_root_json(old, changed, len(ledger), 2 * 10**6)
+    assert spliced == root_pages_sorted(*ledger.root_rows(), 2 * 10**6, html=False)[V1_JSON_PAGE]
+
+
+def test_a_root_page_out_of_step_is_not_spliced() -> None:
+    ledger = Ledger({"a": LedgerEntry(1), "b": LedgerEntry(2), "c": LedgerEntry(3)})
+    page = root_pages_sorted(*ledger.root_rows(), 3, html=False)[V1_JSON_PAGE]
+    other = root_pages_sorted(["a", "x"], ["a", "x"], [1, 9], 3, html=False)[V1_JSON_PAGE]
+    ledger = Ledger.from_text(ledger.to_text())
+    ledger["b"] = LedgerEntry(7)
+    changed = ledger.changed_rows()
+    assert changed is not None
+    added = Ledger.from_text(ledger.to_text())
+    added["d"] = LedgerEntry(1)
+    assert (
+        [
+            splice_root_json(page, changed, 3, 9) is not None,
+            splice_root_json(other, changed, 2, 9),  # another count, another name at that row
+            splice_root_json(other, [(1, "b", 7)], 2, 9),  # row 1 names x, not b
+            splice_root_json(page[:-1], changed, 3, 9),  # truncated
+            added.changed_rows(),  # a project came: rows moved
+        ]
+        == [True, None, None, None, None]
     )

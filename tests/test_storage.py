@@ -41,12 +41,13 @@ async def test_temp_file_invisible_until_commit(tmp_path: Path) -> None:
     )
 
 
-async def test_abort_leaves_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", [1, 3 << 20])
+async def test_abort_leaves_nothing(tmp_path: Path, size: int) -> None:
     storage = FilesystemStorage(tmp_path)
     temp = await storage.open_temp()
-    await temp.write(b"x")
+    await temp.write(b"x" * size)
     await temp.abort()
-    assert list((tmp_path / ".tmp").iterdir()) == []
+    assert list((tmp_path / ".tmp").glob("*")) == []
 
 
 async def test_delete_prunes_empty_folders_but_keeps_the_skeleton(tmp_path: Path) -> None:

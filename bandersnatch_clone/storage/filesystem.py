@@ -30,13 +30,17 @@ def _storage_error(path: Path, exc: OSError) -> StorageError:
 
 
 class FilesystemTemp:
-    """A temp file under ``.tmp`` on the same file system as the tree, so rename is atomic."""
+    """A temp file under ``.tmp`` on the same file system as the tree, so rename is atomic.
 
-    def __init__(self, storage: FilesystemStorage, fd: int, path: Path) -> None:
+    Created lazily: the first MiB stays in memory, so a small file (most of PyPI's, every
+    ``.metadata``) costs one thread hop in all (create, write, rename) instead of four; on a
+    slow link with hundreds of files in flight the hops, not the bytes, were the CPU.
+    """
+
+    def __init__(self, storage: FilesystemStorage) -> None:
         self._storage = storage
-        self._fd = fd
-        self._path = path
-        self._closed = False
+        self._fd: int | None = None
+        self._path: Path | None = None
         self._buffer = bytearray()
 
     async def write(self, chunk: bytes) -> None:
@@ -47,57 +51,63 @@ class FilesystemTemp:
             data, self._buffer = bytes(self._buffer), bytearray()
             await asyncio.to_thread(self._write, data)
 
-    async def _flush(self) -> None:
-        if self._buffer:
-            data, self._buffer = bytes(self._buffer), bytearray()
-            await asyncio.to_thread(self._write, data)
-
     def _write(self, chunk: bytes) -> None:
+        if self._fd is None:
+            self._fd, self._path = self._storage._mkstemp()
         try:
             view = memoryview(chunk)
             while view:
                 n = os.write(self._fd, view)
                 view = view[n:]
         except OSError as e:
-            raise _storage_error(self._path, e) from e
+            raise _storage_error(self._path or self._storage.tmp, e) from e
 
     async def reset(self) -> None:
         self._buffer = bytearray()
-        await asyncio.to_thread(self._reset)
+        if self._fd is not None:
+            await asyncio.to_thread(self._reset)
 
     def _reset(self) -> None:
+        assert self._fd is not None
         os.lseek(self._fd, 0, os.SEEK_SET)
         os.ftruncate(self._fd, 0)
 
     async def commit(self, path: PurePosixPath) -> None:
-        try:
-            await self._flush()
-        except BaseException:
-            await self.abort()
-            raise
-        await asyncio.to_thread(self._commit, path)
+        data, self._buffer = bytes(self._buffer), bytearray()
+        await asyncio.to_thread(self._commit, path, data)
 
-    def _commit(self, path: PurePosixPath) -> None:
+    def _commit(self, path: PurePosixPath, data: bytes) -> None:
         target = self._storage.resolve(path)
         try:
+            if data or self._fd is None:
+                self._write(data)
+            assert self._fd is not None
+            assert self._path is not None
             os.close(self._fd)
-            self._closed = True
-            target.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = None
             os.chmod(self._path, 0o644)
-            os.replace(self._path, target)
-        except OSError as e:
+            try:
+                os.replace(self._path, target)
+            except FileNotFoundError:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self._path, target)
+        except BaseException as e:
             self._discard()
-            raise _storage_error(target, e) from e
+            if isinstance(e, OSError):
+                raise _storage_error(target, e) from e
+            raise
 
     async def abort(self) -> None:
         self._buffer = bytearray()
-        await asyncio.to_thread(self._discard)
+        if self._path is not None:
+            await asyncio.to_thread(self._discard)
 
     def _discard(self) -> None:
-        if not self._closed:
+        if self._fd is not None:
             os.close(self._fd)
-            self._closed = True
-        self._path.unlink(missing_ok=True)
+            self._fd = None
+        if self._path is not None:
+            self._path.unlink(missing_ok=True)
 
 
 class FilesystemStorage:
@@ -115,8 +125,11 @@ class FilesystemStorage:
 
     def _mkstemp(self) -> tuple[int, Path]:
         try:
-            self.tmp.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(dir=self.tmp, prefix="part-")
+            try:
+                fd, name = tempfile.mkstemp(dir=self.tmp, prefix="part-")
+            except FileNotFoundError:
+                self.tmp.mkdir(parents=True, exist_ok=True)
+                fd, name = tempfile.mkstemp(dir=self.tmp, prefix="part-")
         except OSError as e:
             raise _storage_error(self.tmp, e) from e
         return fd, Path(name)
@@ -126,8 +139,7 @@ class FilesystemStorage:
     ) -> FilesystemTemp:
         # Where it goes and its digest do not matter here: a rename places it, and the file
         # system records no digest (`sha256` answers None: hash the file).
-        fd, temp = await asyncio.to_thread(self._mkstemp)
-        return FilesystemTemp(self, fd, temp)
+        return FilesystemTemp(self)
 
     def lock(self) -> contextlib.nullcontext[None]:
         """The tree is in the state directory, which `state.MirrorLock` already holds."""
@@ -217,8 +229,11 @@ class FilesystemStorage:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.chmod(tmp, 0o644)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except FileNotFoundError:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, target)
         except OSError as e:
             tmp.unlink(missing_ok=True)
             raise _storage_error(target, e) from e
