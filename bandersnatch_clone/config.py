@@ -33,9 +33,11 @@ class MirrorConfig:
     #: How changed projects are found: "simple" (PEP 691 JSON listing) or "xmlrpc" (changelog).
     listing: ListingMethod = "simple"
     #: Concurrent metadata requests.
-    metadata_workers: int = 8
-    #: Concurrent file downloads.
-    download_workers: int = 16
+    metadata_workers: int = 16
+    #: Concurrent file downloads (and ``.metadata`` files). On a link with 50 ms a request,
+    #: concurrency sets the pace: uv downloads 50 files at once by default; bandersnatch
+    #: allows at most 10, one file at a time per project.
+    download_workers: int = 48
     #: Seconds: socket read timeout per request.
     timeout: float = 30.0
     #: Seconds: time allowed to open a connection.
@@ -351,8 +353,9 @@ _MIRROR_HELP = """\
 #                            file URLs (e.g. a closer files mirror). "" = use the upstream's URLs.
 #   listing                  how changed projects are found: "simple" (the PEP 691 JSON project
 #                            listing, the default) or "xmlrpc" (the upstream's changelog).
-#   metadata_workers         concurrent metadata requests (1..64).
-#   download_workers         concurrent file downloads (1..128). Be kind to the upstream.
+#   metadata_workers         concurrent metadata requests (1..64; default 16).
+#   download_workers         concurrent file downloads (1..128; default 48, uv's is 50).
+#                            Lower both on a small link, or to be kinder to the upstream.
 #   timeout                  seconds to wait for data on an open connection, per request.
 #   connect_timeout          seconds to wait for a connection to open.
 #   retries                  attempts after the first for timeouts, resets, 5xx and 429 (0..20).

@@ -47,8 +47,8 @@ class EngineSettings:
     """The part of the configuration the engine acts on."""
 
     directory: Path
-    metadata_workers: int = 8
-    download_workers: int = 16
+    metadata_workers: int = 16
+    download_workers: int = 48
     json: bool = False
     release_files: bool = True
     root_uri: str | None = None

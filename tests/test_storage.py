@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -78,3 +80,29 @@ async def test_refuses_paths_outside_the_directory(tmp_path: Path, path: str) ->
     storage = FilesystemStorage(tmp_path / "m")
     with pytest.raises(StorageError):
         await storage.write_bytes(PurePosixPath(path), b"x")
+
+
+def test_placed_files_are_world_readable_whatever_the_umask(tmp_path: Path) -> None:
+    # nginx runs as another user: a mirror run from a cron job with umask 077 must still
+    # leave files it can read.
+    script = (
+        "import asyncio, os, sys\n"
+        "from pathlib import Path, PurePosixPath\n"
+        "from bandersnatch_clone.storage.filesystem import FilesystemStorage\n"
+        "async def main():\n"
+        "    s = FilesystemStorage(Path(sys.argv[1]))\n"
+        "    await s.write_bytes(PurePosixPath('web/simple/a/index.html'), b'page')\n"
+        "    t = await s.open_temp()\n"
+        "    await t.write(b'x' * (3 << 20))\n"
+        "    await t.commit(PurePosixPath('web/packages/ab/cd/ef/a.whl'))\n"
+        "asyncio.run(main())\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", f"import os; os.umask(0o077); exec({script!r})", str(tmp_path)],
+        check=True,
+    )
+    modes = {
+        p.name: oct(p.stat().st_mode & 0o777)
+        for p in (tmp_path / "web/simple/a/index.html", tmp_path / "web/packages/ab/cd/ef/a.whl")
+    }
+    assert modes == {"index.html": "0o644", "a.whl": "0o644"}

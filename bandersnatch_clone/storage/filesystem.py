@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -18,6 +18,17 @@ if TYPE_CHECKING:
     from bandersnatch_clone.config import Config
 
 TMP_DIR = ".tmp"
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Read once at import (reading it means setting it; threads must not race that).
+_UMASK = _read_umask()
 _FLUSH_AT = 1024 * 1024
 # Directories that are part of the tree's skeleton: emptied subfolders are pruned up to these.
 _KEEP = {PurePosixPath("web"), PurePosixPath("web/simple"), PurePosixPath("web/packages")}
@@ -85,7 +96,6 @@ class FilesystemTemp:
             assert self._path is not None
             os.close(self._fd)
             self._fd = None
-            os.chmod(self._path, 0o644)
             try:
                 os.replace(self._path, target)
             except FileNotFoundError:
@@ -124,15 +134,27 @@ class FilesystemStorage:
         return self.root.joinpath(*path.parts)
 
     def _mkstemp(self) -> tuple[int, Path]:
-        try:
+        """A new, empty temp file, readable by all once placed (a web server reads the tree).
+
+        Like `tempfile.mkstemp` (O_EXCL, a random name) without its per-name ``getpid`` and the
+        ``chmod`` a 0600 file needs later: at thousands of small files a second, syscalls are
+        the cost.
+        """
+        while True:
+            path = self.tmp / f"part-{secrets.token_hex(8)}"
             try:
-                fd, name = tempfile.mkstemp(dir=self.tmp, prefix="part-")
-            except FileNotFoundError:
-                self.tmp.mkdir(parents=True, exist_ok=True)
-                fd, name = tempfile.mkstemp(dir=self.tmp, prefix="part-")
-        except OSError as e:
-            raise _storage_error(self.tmp, e) from e
-        return fd, Path(name)
+                try:
+                    fd = os.open(path, _CREATE, 0o644)
+                except FileNotFoundError:
+                    self.tmp.mkdir(parents=True, exist_ok=True)
+                    fd = os.open(path, _CREATE, 0o644)
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise _storage_error(self.tmp, e) from e
+            if _UMASK & 0o644:
+                os.fchmod(fd, 0o644)  # a umask that would hide the file from the server
+            return fd, path
 
     async def open_temp(
         self, path: PurePosixPath | None = None, *, sha256: str | None = None
@@ -228,7 +250,6 @@ class FilesystemStorage:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.chmod(tmp, 0o644)
             try:
                 os.replace(tmp, target)
             except FileNotFoundError:
