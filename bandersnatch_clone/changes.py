@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -26,7 +26,7 @@ from bandersnatch_clone import layout
 from bandersnatch_clone.config import MirrorConfig
 from bandersnatch_clone.errors import BundleError, StorageError
 from bandersnatch_clone.state import atomic_write_text
-from bandersnatch_clone.storage import READ_CHUNK, Storage, TempFile
+from bandersnatch_clone.storage import READ_CHUNK, FileStat, Storage, TempFile
 
 CHANGES_DIR = "changes"
 PENDING = "pending"
@@ -289,10 +289,18 @@ class RecordingStorage:
     def iterate(self, top: PurePosixPath) -> AsyncIterator[tuple[PurePosixPath, int]]:
         return self.inner.iterate(top)
 
+    async def stat(self, path: PurePosixPath) -> FileStat | None:
+        return await self.inner.stat(path)
+
     def read_chunks(
-        self, path: PurePosixPath, chunk_size: int = READ_CHUNK
-    ) -> AsyncIterator[bytes]:
-        return self.inner.read_chunks(path, chunk_size)
+        self,
+        path: PurePosixPath,
+        chunk_size: int = READ_CHUNK,
+        *,
+        start: int = 0,
+        end: int | None = None,
+    ) -> AsyncGenerator[bytes, None]:
+        return self.inner.read_chunks(path, chunk_size, start=start, end=end)
 
     async def delete(self, path: PurePosixPath) -> bool:
         self.announce((path,))

@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 import humanfriendly
@@ -21,6 +21,7 @@ from bandersnatch_clone.errors import (
     LockedError,
     MirrorError,
     PluginError,
+    StorageError,
     UsageError,
 )
 from bandersnatch_clone.state import Journal, Ledger, read_ledger, read_status
@@ -113,8 +114,7 @@ def _print_summary(args: argparse.Namespace, summary: _Summary) -> None:
 def cmd_verify(args: argparse.Namespace) -> int:
     from bandersnatch_clone.verify import run_verify
 
-    # Object-store backends: verify, delete and serve read the tree as files (issue 8, phase 2).
-    config = _local_tree(_load(args), "verify")
+    config = _load(args)
     code, summary = asyncio.run(
         run_verify(
             config,
@@ -134,7 +134,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_delete(args: argparse.Namespace) -> int:
     from bandersnatch_clone.delete import run_delete
 
-    config = _local_tree(_load(args), "delete")
+    config = _load(args)
     code, summary = asyncio.run(run_delete(config, args.names, dry_run=args.dry_run))
     _print_summary(args, summary)
     return code
@@ -180,12 +180,18 @@ def cmd_status(args: argparse.Namespace) -> int:
             "done": len(journal.done) + len(journal.deleted),
         },
     }
+    code, published = EXIT_OK, None
+    if config.storage.backend != "filesystem":
+        # The tree is elsewhere: say which serial it says it serves (one read of its copy).
+        code, info["published"], published = _published(config, int(str(info["serial"])))
     if args.json:
         print(json.dumps(info, indent=2))
-        return EXIT_OK
+        return code
     print(f"directory:  {info['directory']}")
     print(f"upstream:   {info['upstream']}")
     print(f"serial:     {info['serial']}")
+    if published is not None:
+        print(f"published:  {published}")
     print(f"projects:   {len(ledger):,}")
     print(f"files:      {info['files']:,}")
     print(f"size:       {humanfriendly.format_size(int(str(info['bytes'])))}")
@@ -197,7 +203,48 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"pending:    an interrupted run towards serial {journal.target_serial}: "
             f"{done} of {journal.planned} projects done; `mirror` resumes it"
         )
-    return EXIT_OK
+    return code
+
+
+async def _read_published(config: Config) -> int | None:
+    """The tree's copy of ``status`` (what `mirror.publish_status` wrote last); None before a
+    run completed."""
+    from bandersnatch_clone.storage.loader import open_storage
+
+    async with open_storage(config) as tree:
+        data = await tree.read_bytes(PurePosixPath("status"))
+    if data is None:
+        return None
+    try:
+        return int(data.decode("ascii"))
+    except ValueError:
+        raise StorageError("status", f"not a serial in the tree's copy: {data[:40]!r}") from None
+
+
+def _published(config: Config, serial: int) -> tuple[int, dict[str, object], str]:
+    """`status` on an object store: (exit code, what the tree's copy of ``status`` says, and
+    that in words)."""
+    where = f"{config.storage.backend} storage"
+    try:
+        found = asyncio.run(_read_published(config))
+    except StorageError as e:
+        return EXIT_FAILED, {"serial": None, "in_step": False, "error": str(e)}, f"unreadable: {e}"
+    if found is None:
+        line = f"nothing yet: no run has completed into the {where}"
+    elif found == serial:
+        line = f"{found}, in step with the local serial ({where})"
+    elif found > serial:
+        line = (
+            f"{found}, AHEAD of the local serial {serial} ({where}): a run stopped between "
+            "publishing and recording it; the next `mirror` settles it"
+        )
+    else:
+        line = (
+            f"{found}, DIFFERS from the local serial {serial} ({where}): the tree was last "
+            "published by another state directory, or a run could not publish"
+        )
+    in_step = found == serial or (found is None and serial == 0)
+    return EXIT_OK, {"serial": found, "in_step": in_step}, line
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -221,18 +268,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if target.is_dir():
         directory = target
     else:
-        directory = _local_tree(load_config(target), "serve").mirror.directory
+        config = load_config(target)
+        if config.storage.backend != "filesystem":
+            from bandersnatch_clone.serve_store import run_serve_store
+
+            run_serve_store(config, args.bind, log_requests=args.log_requests)
+            return EXIT_OK
+        directory = config.mirror.directory
     if not (directory / "web").is_dir():
         raise ConfigError(str(directory), None, "no web/ folder here: not a mirror directory")
     run_serve(directory, args.bind, log_requests=args.log_requests)
     return EXIT_OK
 
 
-def _local_tree(config: Config, command: str) -> Config:
-    """Air-gap commands read and write the tree as files: the filesystem backend only."""
+def _local_tree(config: Config, command: str, why: str) -> Config:
+    """Commands that only make sense for a tree of local files: the filesystem backend only."""
     if config.storage.backend != "filesystem":
         raise UsageError(
-            f"`{command}` needs the filesystem storage backend, not {config.storage.backend!r}"
+            f"`{command}` needs the filesystem storage backend, not "
+            f"{config.storage.backend!r}: {why}"
         )
     return config
 
@@ -240,13 +294,14 @@ def _local_tree(config: Config, command: str) -> Config:
 def cmd_export(args: argparse.Namespace) -> int:
     from bandersnatch_clone.export import run_export
 
-    config = _local_tree(_load(args), "export")
-    summary = run_export(
-        config,
-        Path(args.out),
-        since=args.since,
-        since_last=args.since_last,
-        compress=not args.no_compress,
+    summary = asyncio.run(
+        run_export(
+            _load(args),
+            Path(args.out),
+            since=args.since,
+            since_last=args.since_last,
+            compress=not args.no_compress,
+        )
     )
     _print_summary(args, summary)
     return summary.exit_code
@@ -255,7 +310,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from bandersnatch_clone.importer import run_import
 
-    config = _local_tree(_load(args), "import")
+    config = _local_tree(
+        _load(args),
+        "import",
+        "it stages and renames files inside the mirror directory; import into a filesystem "
+        "mirror and sync the bucket from it (docs/airgap.md)",
+    )
     summary = run_import(config, Path(args.bundle), force=args.force)
     _print_summary(args, summary)
     return summary.exit_code
@@ -264,7 +324,12 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_snapshot(args: argparse.Namespace) -> int:
     from bandersnatch_clone.snapshot import take_snapshot
 
-    config = _local_tree(_load(args), "snapshot")
+    config = _local_tree(
+        _load(args),
+        "snapshot",
+        "hard links exist only on a file system; a bucket's copy is the store's own business "
+        "(versioning, replication: docs/airgap.md), or `export --since 0` it",
+    )
     summary = take_snapshot(
         config.mirror.directory,
         Path(args.dir),
@@ -332,7 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
         "status",
         "show the mirror's serial, size and pending work",
         "Read the mirror's state files (no network): serial, projects, files, bytes,\n"
-        "and whether an interrupted run is waiting to be resumed.",
+        "and whether an interrupted run is waiting to be resumed. With an object store, also\n"
+        "the serial the bucket publishes (one read), flagged when it differs (exit 1 when\n"
+        "the bucket cannot be read).",
     )
     p.set_defaults(func=cmd_status)
     p = add(
@@ -358,7 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="report only; change nothing")
     p.add_argument("--quick", action="store_true", help="pages vs files and sizes, no hashing")
     p.add_argument("--restart", action="store_true", help="ignore an interrupted pass's progress")
-    p.add_argument("--workers", type=int, default=None, help="hashing threads (default: cores)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="hashing threads (default: two per core); on an object store, requests at once "
+        "(default: download_workers)",
+    )
     p.add_argument(
         "--limit",
         type=int,
@@ -394,7 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         "serve the mirror over HTTP (development and small sites)",
         "Serve the tree read-only with PEP 691 content negotiation, conditional and Range\n"
-        "requests. For a busy site use nginx with examples/nginx.conf instead.",
+        "requests, from the mirror directory or, with a config whose storage is an object\n"
+        "store, from the bucket. For a busy site use nginx (examples/nginx.conf,\n"
+        "examples/nginx-s3.conf) instead.",
     )
     p.add_argument("target", nargs="?", help="mirror directory or config file")
     p.add_argument("--bind", default="127.0.0.1:8080", help="HOST:PORT (default 127.0.0.1:8080)")

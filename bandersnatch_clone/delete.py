@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -27,12 +26,15 @@ from bandersnatch_clone.state import (
     read_ledger,
     read_status,
 )
-from bandersnatch_clone.storage.filesystem import FilesystemStorage
+from bandersnatch_clone.storage import Storage
+from bandersnatch_clone.storage.loader import open_storage
 from bandersnatch_clone.sync import save_ledger, write_root_index
 
 log = logging.getLogger(__name__)
 
 _PAGES = (layout.V1_JSON_PAGE, layout.V1_HTML_PAGE, layout.HTML_PAGE)
+#: Files looked up at once (a HEAD each on an object store).
+_LOOKUPS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +102,10 @@ def _rewrite_journal(directory: Path, pending: JournalState) -> None:
         journal.close()
 
 
-async def _commit(storage: FilesystemStorage, ledger: Ledger, pending: JournalState | None) -> None:
+async def _commit(
+    directory: Path, storage: Storage, ledger: Ledger, pending: JournalState | None
+) -> None:
     """Root index (at the status serial) from the ledger, then the ledger, then the journal."""
-    directory = storage.root
     status = await asyncio.to_thread(read_status, directory)
     await write_root_index(storage, ledger, status)
     await save_ledger(directory, ledger)
@@ -110,22 +113,24 @@ async def _commit(storage: FilesystemStorage, ledger: Ledger, pending: JournalSt
         await asyncio.to_thread(_rewrite_journal, directory, pending)
 
 
-def project_paths(
-    storage: FilesystemStorage, name: NormalizedName, root_uri: str | None
+async def project_paths(
+    storage: Storage, name: NormalizedName, root_uri: str | None
 ) -> dict[PurePosixPath, int]:
     """Every existing file of a project -> its size, in removal order: pages (so nothing links to
-    the files any more), JSON API copies, then the files its JSON page links to. Blocking."""
+    the files any more), JSON API copies, then the files its JSON page links to."""
     page_dir = layout.project_dir(name)
-    found: dict[PurePosixPath, int] = {}
     candidates = [page_dir / page for page in _PAGES] + list(layout.json_paths(name))
-    body = storage.read_bytes_sync(page_dir / layout.V1_JSON_PAGE)
+    body = await storage.read_bytes(page_dir / layout.V1_JSON_PAGE)
     if body is not None:
         candidates += layout.linked_paths(body, root_uri)
-    for path in candidates:
-        try:
-            found.setdefault(path, os.stat(storage.resolve(path)).st_size)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
+    candidates = list(dict.fromkeys(candidates))
+    found: dict[PurePosixPath, int] = {}
+    for start in range(0, len(candidates), _LOOKUPS):
+        group = candidates[start : start + _LOOKUPS]
+        sizes = await asyncio.gather(*(storage.size(path) for path in group))
+        found.update(
+            (path, size) for path, size in zip(group, sizes, strict=True) if size is not None
+        )
     return found
 
 
@@ -134,45 +139,21 @@ async def run_delete(
 ) -> tuple[int, DeleteSummary]:
     """`delete NAME...`: remove the named projects, under the mirror's lock.
 
-    Names are normalised (PEP 503). A name that matches neither a ledger entry nor pages on disk
-    is reported (exit 1) and the others are still deleted. Order: the ledger and the root index
-    stop naming the projects first, then their pages go, then their files, so a reader never
-    follows a link to something already removed. A project the upstream still lists comes back
-    at the next `mirror` unless a filter excludes it. Raises `LockedError` when the lock is held.
+    Names are normalised (PEP 503). A name that matches neither a ledger entry nor pages in the
+    tree is reported (exit 1) and the others are still deleted. Order: the ledger and the root
+    index stop naming the projects first, then their pages go, then their files, so a reader
+    never follows a link to something already removed. The tree is the configured storage
+    backend's (an object store's lock is held too). A project the upstream still lists comes
+    back at the next `mirror` unless a filter excludes it. Raises `LockedError` when a lock is
+    held.
     """
     directory = config.mirror.directory
+    opened = open_storage(config)  # a bad [storage] table fails before anything is touched
     if not directory.is_dir():
         raise StorageError(str(directory), "no mirror here (the directory does not exist)")
     with MirrorLock(directory):
-        storage = FilesystemStorage(directory)
-        ledger, pending = await asyncio.to_thread(load_ledger, directory)
-        root_uri = config.mirror.root_uri or None
-        doomed: dict[NormalizedName, dict[PurePosixPath, int]] = {}
-        unknown: dict[str, str] = {}
-        for raw in names:
-            try:
-                name = layout.normalize(raw)
-            except UnsafePath:
-                unknown[raw] = "not a valid project name"
-                continue
-            if name in doomed:
-                continue
-            paths = await asyncio.to_thread(project_paths, storage, name, root_uri)
-            if name not in ledger and not paths:
-                unknown[raw] = "no such project in this mirror"
-                continue
-            doomed[name] = paths
-        if doomed and not dry_run:
-            # The change log hears of it first, so the next `export` carries the deletions.
-            gone = [path for paths in doomed.values() for path in paths]
-            await asyncio.to_thread(record_paths, directory, [*ROOT_PAGES, *gone])
-            for name in doomed:
-                ledger.pop(name, None)
-            await _commit(storage, ledger, pending)
-            for name, paths in doomed.items():
-                for path in paths:
-                    await storage.delete(path)
-                log.info("%s: deleted (%d files)", name, len(paths))
+        async with opened as storage, storage.lock():
+            doomed, unknown = await _delete(config, storage, names, dry_run)
     for raw, why in unknown.items():
         log.warning("%s: %s", raw, why)
     summary = DeleteSummary(
@@ -184,3 +165,41 @@ async def run_delete(
         exit_code=1 if unknown else 0,
     )
     return summary.exit_code, summary
+
+
+async def _delete(
+    config: Config, storage: Storage, names: Sequence[str], dry_run: bool
+) -> tuple[dict[NormalizedName, dict[PurePosixPath, int]], dict[str, str]]:
+    """(the projects deleted -> their files and sizes, names not found -> why), locked."""
+    directory = config.mirror.directory
+    ledger, pending = await asyncio.to_thread(load_ledger, directory)
+    root_uri = config.mirror.root_uri or None
+    doomed: dict[NormalizedName, dict[PurePosixPath, int]] = {}
+    unknown: dict[str, str] = {}
+    for raw in names:
+        try:
+            name = layout.normalize(raw)
+        except UnsafePath:
+            unknown[raw] = "not a valid project name"
+            continue
+        if name in doomed:
+            continue
+        paths = await project_paths(storage, name, root_uri)
+        if name not in ledger and not paths:
+            unknown[raw] = "no such project in this mirror"
+            continue
+        doomed[name] = paths
+    if doomed and not dry_run:
+        # The change log hears of it first, so the next `export` carries the deletions.
+        gone = [path for paths in doomed.values() for path in paths]
+        await asyncio.to_thread(record_paths, directory, [*ROOT_PAGES, *gone])
+        for name in doomed:
+            ledger.pop(name, None)
+        await _commit(directory, storage, ledger, pending)
+        for name, paths in doomed.items():
+            # Pages and JSON copies first, then (one request per 1000 on an object store)
+            # the files nothing links to any more.
+            await storage.delete_many(p for p in paths if not p.is_relative_to(layout.PACKAGES))
+            await storage.delete_many(p for p in paths if p.is_relative_to(layout.PACKAGES))
+            log.info("%s: deleted (%d files)", name, len(paths))
+    return doomed, unknown

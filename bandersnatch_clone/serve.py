@@ -1,4 +1,8 @@
-"""Read-only aiohttp server for a mirror's web/ tree, with PEP 691 content negotiation."""
+"""Read-only aiohttp server for a mirror's web/ tree, with PEP 691 content negotiation.
+
+The tree is a local folder (`LocalTree`: sendfile) or any storage backend such as an object
+store (`serve_store.StoreTree`: streamed from the store); the routes and headers are the same.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Final
+from typing import Final, Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -110,12 +114,54 @@ def _specificity(media_range: str, offer: str) -> int | None:
     return 2 if _ALIASES.get(media_range, media_range) == offer else None
 
 
-class _Tree:
-    """The files under web/: path safety and the serial cache. Methods block: call via to_thread."""
+class Tree(Protocol):
+    """Where the served files come from: a local ``web/`` folder (`LocalTree`), or a storage
+    backend such as an object store (`serve_store.StoreTree`)."""
+
+    async def respond(
+        self,
+        request: web.Request,
+        rel: PurePosixPath,
+        headers: dict[str, str],
+        serial_of: PurePosixPath | None = None,
+    ) -> web.StreamResponse | None:
+        """The response for the file at `rel` (below web/) with `headers`, conditional and
+        Range requests answered; None when there is no such file. `serial_of`: the project
+        folder whose JSON page's serial goes in ``X-PyPI-Last-Serial``."""
+
+
+class LocalTree:
+    """The files under a local web/: path safety, the serial cache, sendfile. Its helpers
+    block: they run in a thread."""
 
     def __init__(self, web_root: Path) -> None:
         self.root = web_root.resolve()
         self._serials: dict[Path, tuple[tuple[int, int], int | None]] = {}
+
+    async def respond(
+        self,
+        request: web.Request,
+        rel: PurePosixPath,
+        headers: dict[str, str],
+        serial_of: PurePosixPath | None = None,
+    ) -> web.StreamResponse | None:
+        found = await asyncio.to_thread(self._find, rel, serial_of)
+        if found is None:
+            return None
+        path, serial = found
+        if serial is not None:
+            headers["X-PyPI-Last-Serial"] = str(serial)
+        # FileResponse does ETag/304, Range and sendfile.
+        return web.FileResponse(path, headers=headers)
+
+    def _find(
+        self, rel: PurePosixPath, serial_of: PurePosixPath | None
+    ) -> tuple[Path, int | None] | None:
+        """The file and its project's serial, in one thread hop."""
+        path = self.locate(rel)
+        if path is None:
+            return None
+        return path, None if serial_of is None else self.serial(serial_of)
 
     def locate(self, rel: PurePosixPath) -> Path | None:
         """The regular file at ``rel`` below web/, or None; symlinks may not lead outside web/."""
@@ -127,11 +173,6 @@ class _Tree:
             log.warning("refusing %s: it resolves outside %s", rel, self.root)
             return None
         return path if path.is_file() else None
-
-    def page(self, rel_dir: PurePosixPath, filename: str) -> tuple[Path, int | None] | None:
-        """A page file and its directory's serial (from the JSON page), or None if missing."""
-        path = self.locate(rel_dir / filename)
-        return None if path is None else (path, self.serial(rel_dir))
 
     def serial(self, rel_dir: PurePosixPath) -> int | None:
         """``meta._last-serial`` of ``rel_dir/index.v1_json``, read again only when it changes."""
@@ -154,15 +195,26 @@ def _read_serial(path: Path) -> int | None:
     """The PEP 691 ``meta._last-serial`` of a JSON page: from its first or last few KiB if there."""
     with path.open("rb") as f:
         data = f.read(_PEEK)
-        if match := _META_SERIAL.search(data):
-            return int(match[1])
+        if (serial := peek_serial(data)) is not None:
+            return serial
         size = os.fstat(f.fileno()).st_size
         if size > _PEEK:
             f.seek(size - _PEEK)
-            if match := _META_SERIAL.search(f.read()):
-                return int(match[1])
+            if (serial := peek_serial(f.read())) is not None:
+                return serial
             f.seek(0)
             data = f.read()
+    return whole_serial(data)
+
+
+def peek_serial(data: bytes) -> int | None:
+    """``meta._last-serial`` if it is in these bytes of a JSON page (its start or its end)."""
+    match = _META_SERIAL.search(data)
+    return None if match is None else int(match[1])
+
+
+def whole_serial(data: bytes) -> int | None:
+    """``meta._last-serial`` of a whole JSON page; None when it has none."""
     try:
         serial = json.loads(data)["meta"]["_last-serial"]
     except (ValueError, KeyError, TypeError):
@@ -170,7 +222,7 @@ def _read_serial(path: Path) -> int | None:
     return serial if isinstance(serial, int) else None
 
 
-TREE: Final = web.AppKey("tree", _Tree)
+TREE: Final = web.AppKey[Tree]("tree")
 
 
 def _not_found(what: str) -> web.Response:
@@ -193,14 +245,10 @@ async def _send_page(request: web.Request, rel_dir: PurePosixPath, what: str) ->
     # PEP 691 lets a server answer a client that accepts none of the formats with a default
     # instead of 406; PyPI sends text/html, and so do we (and examples/nginx.conf).
     media_type = negotiate(request.headers.get("Accept")) or TEXT_HTML
-    found = await asyncio.to_thread(request.app[TREE].page, rel_dir, PAGE_FILES[media_type])
-    if found is None:
-        return _not_found(what)
-    path, serial = found
     headers = {"Content-Type": media_type, "Vary": "Accept", "Cache-Control": PAGE_CACHE}
-    if serial is not None:
-        headers["X-PyPI-Last-Serial"] = str(serial)
-    return web.FileResponse(path, headers=headers)
+    page = rel_dir / PAGE_FILES[media_type]
+    response = await request.app[TREE].respond(request, page, headers, rel_dir)
+    return _not_found(what) if response is None else response
 
 
 async def _simple_no_slash(request: web.Request) -> web.StreamResponse:
@@ -231,15 +279,10 @@ async def _json_api(request: web.Request) -> web.StreamResponse:
     if name != raw:
         raise _redirect(request, f"/pypi/{name}/json" if legacy else f"/json/{name}")
     rel = (PYPI_DIR / name / "json") if legacy else (JSON_DIR / name)
-    tree = request.app[TREE]
-    path = await asyncio.to_thread(tree.locate, rel.relative_to(WEB))
-    if path is None:
-        return _not_found(f"JSON API document for project {name!r}")
     headers = {"Content-Type": "application/json", "Cache-Control": PAGE_CACHE}
-    serial = await asyncio.to_thread(tree.serial, SIMPLE.relative_to(WEB) / name)
-    if serial is not None:
-        headers["X-PyPI-Last-Serial"] = str(serial)
-    return web.FileResponse(path, headers=headers)
+    project = SIMPLE.relative_to(WEB) / name
+    response = await request.app[TREE].respond(request, rel.relative_to(WEB), headers, project)
+    return _not_found(f"JSON API document for project {name!r}") if response is None else response
 
 
 async def _package_file(request: web.Request) -> web.StreamResponse:
@@ -249,15 +292,12 @@ async def _package_file(request: web.Request) -> web.StreamResponse:
     except UnsafePath:
         return _not_found(f"{tail!r} is not a file path in this mirror")
     rel = PACKAGES.relative_to(WEB).joinpath(*parts)
-    path = await asyncio.to_thread(request.app[TREE].locate, rel)
-    if path is None:
-        return _not_found(f"file {parts[-1]!r} (/{rel})")
     # PEP 658 core metadata is a UTF-8 text file; everything else goes out as opaque bytes, so
-    # no client un-gzips a .tar.gz on the way. FileResponse does ETag/304, Range and sendfile.
+    # no client un-gzips a .tar.gz on the way.
     content_type = METADATA_TYPE if parts[-1].endswith(".metadata") else "application/octet-stream"
-    return web.FileResponse(
-        path, headers={"Content-Type": content_type, "Cache-Control": FILE_CACHE}
-    )
+    headers = {"Content-Type": content_type, "Cache-Control": FILE_CACHE}
+    response = await request.app[TREE].respond(request, rel, headers)
+    return _not_found(f"file {parts[-1]!r} (/{rel})") if response is None else response
 
 
 async def _anything_else(request: web.Request) -> web.StreamResponse:
@@ -273,10 +313,10 @@ async def _read_only(request: web.Request, handler: Handler) -> web.StreamRespon
     return await handler(request)
 
 
-def make_app(web_root: Path) -> web.Application:
-    """The server for the tree at ``web_root`` (a mirror directory's ``web/``)."""
+def make_app(source: Path | Tree) -> web.Application:
+    """The server for a tree: a mirror directory's ``web/`` folder, or a `Tree`."""
     app = web.Application(middlewares=[_read_only])
-    app[TREE] = _Tree(web_root)
+    app[TREE] = LocalTree(source) if isinstance(source, Path) else source
     route = app.router.add_get
     route("/simple", _simple_no_slash)
     route("/simple/", _root_index)
@@ -298,11 +338,11 @@ def parse_bind(bind: str) -> tuple[str, int]:
 
 
 async def start(
-    web_root: Path, host: str, port: int, *, log_requests: bool = False
+    source: Path | Tree, host: str, port: int, *, log_requests: bool = False
 ) -> web.AppRunner:
     """Start serving in the background; ``runner.addresses`` tells the port, cleanup() stops."""
     runner = web.AppRunner(
-        await asyncio.to_thread(make_app, web_root),  # resolving web_root touches the disk
+        await asyncio.to_thread(make_app, source),  # resolving a web root touches the disk
         access_log=access_log if log_requests else None,
         access_log_format='%a "%r" %s %b %Tfs',
     )
@@ -313,13 +353,13 @@ async def start(
         await runner.cleanup()
         raise ConfigError("--bind", None, f"cannot listen on {host}:{port}: {e.strerror}") from e
     for address in runner.addresses:
-        log.info("serving %s on http://%s:%s/simple/", web_root, address[0], address[1])
+        log.info("serving %s on http://%s:%s/simple/", source, address[0], address[1])
     return runner
 
 
-async def serve(web_root: Path, host: str, port: int, *, log_requests: bool = False) -> None:
-    """Serve ``web_root`` until cancelled."""
-    runner = await start(web_root, host, port, log_requests=log_requests)
+async def serve(source: Path | Tree, host: str, port: int, *, log_requests: bool = False) -> None:
+    """Serve a tree until cancelled."""
+    runner = await start(source, host, port, log_requests=log_requests)
     try:
         await asyncio.Event().wait()
     finally:
@@ -330,7 +370,7 @@ def run_serve(directory: Path, bind: str, *, log_requests: bool = False) -> None
     """Serve the mirror ``directory`` (holding web/) on ``bind`` until Ctrl-C.
 
     With ``log_requests``, one line per request goes to the ``bandersnatch_clone.serve.access``
-    logger at INFO.
+    logger at INFO. A tree in an object store: `serve_store.run_serve_store`.
     """
     host, port = parse_bind(bind)
     web_root = directory / WEB

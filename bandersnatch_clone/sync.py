@@ -359,14 +359,18 @@ class Engine:
 
     async def finish_removals(self) -> None:
         """Remove the pages of deleted projects, then every journalled obsolete file that no
-        current page links to. Call after the root index is written."""
+        current page links to. Call after the root index is written. In batches: one request
+        per 1000 paths on an object store."""
+        pages: list[PurePosixPath] = []
         for name in self.removed:
             page_dir = layout.project_dir(NormalizedName(name))
             for page_name in (layout.V1_JSON_PAGE, layout.V1_HTML_PAGE, layout.HTML_PAGE):
-                await self.storage.delete(page_dir / page_name)
-            for json_copy in layout.json_paths(NormalizedName(name)):
-                await self.storage.delete(json_copy)
+                pages.append(page_dir / page_name)
+            pages += layout.json_paths(NormalizedName(name))
+        if pages:
+            await self.storage.delete_many(pages)
         linked: dict[str, set[PurePosixPath]] = {}
+        doomed: list[PurePosixPath] = []
         for name, path in self.obsolete:
             if name not in linked:
                 current = await self.storage.read_bytes(
@@ -374,7 +378,9 @@ class Engine:
                 )
                 linked[name] = set(layout.linked_paths(current or b"", self.settings.root_uri))
             if path not in linked[name]:
-                await self.storage.delete(path)
+                doomed.append(path)
+        if doomed:
+            await self.storage.delete_many(doomed)
 
 
 async def write_root_index(

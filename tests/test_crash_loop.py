@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urljoin
@@ -456,12 +456,18 @@ async def test_the_root_index_never_links_to_a_deleted_page(
     # At the very moment alpha's page goes, what does the root index say? A spy on the storage
     # answers that exactly, with no polling race.
     root_when_page_deleted: list[dict[str, int]] = []
-    real_delete = FilesystemStorage.delete
+    real_delete, real_delete_many = FilesystemStorage.delete, FilesystemStorage.delete_many
 
     async def spying_delete(self: FilesystemStorage, path: PurePosixPath) -> bool:
         if path == page:
             root_when_page_deleted.append(root_projects(directory))
         return await real_delete(self, path)
+
+    async def spying_delete_many(self: FilesystemStorage, paths: Iterable[PurePosixPath]) -> None:
+        paths = list(paths)
+        if page in paths:
+            root_when_page_deleted.append(root_projects(directory))
+        await real_delete_many(self, paths)
 
     with FakeUpstream(index) as upstream:
         config = make_config(directory, upstream)
@@ -471,6 +477,7 @@ async def test_the_root_index_never_links_to_a_deleted_page(
         index.touch([p.name for p in index.listed()])
         upstream.fail("/simple/alpha/", 404, times=100)
         monkeypatch.setattr(FilesystemStorage, "delete", spying_delete)
+        monkeypatch.setattr(FilesystemStorage, "delete_many", spying_delete_many)
         outcome = await mirror(config)
     assert outcome.exit_code == 0
     assert len(root_when_page_deleted) == 1

@@ -9,7 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path, PurePosixPath
 
@@ -18,6 +18,7 @@ import pytest
 from bandersnatch_clone.errors import StorageError
 from bandersnatch_clone.mirror import engine_settings, make_session, make_upstream, plan_run
 from bandersnatch_clone.state import Journal, Ledger, LedgerEntry
+from bandersnatch_clone.storage import FileStat
 from bandersnatch_clone.storage.filesystem import FilesystemStorage, FilesystemTemp
 from bandersnatch_clone.sync import Engine
 from tests.fake_upstream import FakeIndex, FakeUpstream
@@ -178,8 +179,18 @@ class FullDisk:
     def iterate(self, top: PurePosixPath) -> AsyncIterator[tuple[PurePosixPath, int]]:
         return self.inner.iterate(top)
 
-    def read_chunks(self, path: PurePosixPath, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
-        return self.inner.read_chunks(path, chunk_size)
+    async def stat(self, path: PurePosixPath) -> FileStat | None:
+        return await self.inner.stat(path)
+
+    def read_chunks(
+        self,
+        path: PurePosixPath,
+        chunk_size: int = 1 << 20,
+        *,
+        start: int = 0,
+        end: int | None = None,
+    ) -> AsyncGenerator[bytes, None]:
+        return self.inner.read_chunks(path, chunk_size, start=start, end=end)
 
     async def delete(self, path: PurePosixPath) -> bool:
         return await self.inner.delete(path)

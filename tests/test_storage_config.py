@@ -158,11 +158,18 @@ def test_starter_config_storage_example_loads_when_uncommented(tmp_path: Path) -
     assert got == ("s3", "my-mirror", {"ServerSideEncryption": "AES256"})
 
 
-@pytest.mark.parametrize("command", [["verify"], ["delete", "alpha"], ["serve"]])
-def test_commands_that_read_the_tree_as_files_refuse_an_object_store(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+@pytest.mark.parametrize(
+    ("command", "why"),
+    [(["import", "bundle.tar"], "stages and renames files"), (["snapshot", "snaps"], "hard links")],
+)
+def test_commands_that_need_local_files_refuse_an_object_store_and_say_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str], why: str
 ) -> None:
     path = write(tmp_path, {"backend": "s3", "s3": GOOD_S3})
     code = main(["-c", str(path), *command])
     err = capsys.readouterr().err
-    assert (code, "needs the filesystem storage backend, not 's3'" in err) == (2, True)
+    assert (code, "needs the filesystem storage backend, not 's3'" in err, why in err) == (
+        2,
+        True,
+        True,
+    )

@@ -20,7 +20,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from bandersnatch_clone.errors import MissingFile, StorageError
-from bandersnatch_clone.storage import Storage
+from bandersnatch_clone.storage import FileStat, Storage
 from bandersnatch_clone.storage import s3 as s3_module
 from bandersnatch_clone.storage.filesystem import TMP_DIR, FilesystemStorage
 from bandersnatch_clone.storage.s3 import PART_SIZE, S3Storage, open_s3
@@ -230,6 +230,26 @@ async def test_read_chunks_of_a_missing_file(backend: Backend) -> None:
     with pytest.raises(MissingFile):
         async for _ in backend.storage.read_chunks(WHEEL):
             pass
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [(0, 10), (10, 30), (990, None), (0, 1000), (999, 1000), (5, 5), (1000, None), (2000, None)],
+)
+async def test_read_chunks_of_a_range(backend: Backend, start: int, end: int | None) -> None:
+    data = _body(1000)
+    await backend.storage.write_bytes(WHEEL, data)
+    got = b"".join([c async for c in backend.storage.read_chunks(WHEEL, 7, start=start, end=end)])
+    assert got == data[start:end]
+
+
+async def test_stat_gives_size_and_the_recorded_sha256(backend: Backend) -> None:
+    await backend.storage.write_bytes(PAGE, b"page")
+    expected = hashlib.sha256(b"page").hexdigest() if backend.records_sha256 else None
+    assert (await backend.storage.stat(PAGE), await backend.storage.stat(WHEEL)) == (
+        FileStat(4, expected),
+        None,
+    )
 
 
 async def test_iterate_lists_every_file_below_a_folder(backend: Backend) -> None:

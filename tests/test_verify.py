@@ -14,15 +14,10 @@ from bandersnatch_clone import mirror
 from bandersnatch_clone.config import Config, config_from_mapping
 from bandersnatch_clone.delete import run_delete
 from bandersnatch_clone.errors import LockedError
+from bandersnatch_clone.scan import parse_page, walk_files
 from bandersnatch_clone.state import Journal, MirrorLock, read_ledger
-from bandersnatch_clone.verify import (
-    PROGRESS_FILE,
-    LinkSet,
-    VerifySummary,
-    parse_page,
-    run_verify,
-    walk_files,
-)
+from bandersnatch_clone.verify import run_verify
+from bandersnatch_clone.verify_records import PROGRESS_FILE, LinkSet, VerifySummary
 from tests.fake_upstream import FakeUpstream
 from tests.treecheck import check_tree, tree_snapshot
 

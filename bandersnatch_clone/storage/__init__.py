@@ -12,13 +12,24 @@ copy of ``status`` and ``generation``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Protocol
 
 #: Chunk size of `Storage.read_chunks` unless the caller asks for another.
 READ_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class FileStat:
+    """What `Storage.stat` knows of a file without reading it."""
+
+    size: int
+    #: The sha256 the backend recorded for the file (an object store's metadata); None when it
+    #: keeps none, or none was recorded: only hashing the bytes tells.
+    sha256: str | None = None
 
 
 class TempFile(Protocol):
@@ -62,15 +73,25 @@ class Storage(Protocol):
         """The sha256 recorded for the file when the backend keeps one (an object store's
         metadata: a HEAD, not a download); None means "unknown: hash the bytes"."""
 
+    async def stat(self, path: PurePosixPath) -> FileStat | None:
+        """Size and recorded sha256 in one look (one HEAD on an object store), or None when
+        the file does not exist."""
+
     def iterate(self, top: PurePosixPath) -> AsyncIterator[tuple[PurePosixPath, int]]:
         """(path, size) of every file below the folder `top`, in no particular order."""
 
     def read_chunks(
-        self, path: PurePosixPath, chunk_size: int = READ_CHUNK
-    ) -> AsyncIterator[bytes]:
-        """The file's bytes, streamed (never the whole file in memory); `MissingFile` when it
-        does not exist. Both backends return an async generator: one that is left early should
-        be closed (``aclose``), which releases the object store's connection."""
+        self,
+        path: PurePosixPath,
+        chunk_size: int = READ_CHUNK,
+        *,
+        start: int = 0,
+        end: int | None = None,
+    ) -> AsyncGenerator[bytes, None]:
+        """The file's bytes from offset `start` up to `end` (exclusive; None: to the end),
+        streamed (never the whole file in memory; an object store asks for just that range);
+        `MissingFile` when it does not exist. A generator left early should be closed
+        (``aclose``), which releases the object store's connection."""
 
     async def delete(self, path: PurePosixPath) -> bool:
         """Remove a file (and parents left empty below the tree's top folders); True when it

@@ -7,12 +7,12 @@ import contextlib
 import os
 import secrets
 import shutil
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from bandersnatch_clone.errors import ConfigError, MissingFile, StorageError
-from bandersnatch_clone.storage import READ_CHUNK
+from bandersnatch_clone.storage import READ_CHUNK, FileStat
 
 if TYPE_CHECKING:
     from bandersnatch_clone.config import Config
@@ -30,6 +30,7 @@ def _read_umask() -> int:
 #: Read once at import (reading it means setting it; threads must not race that).
 _UMASK = _read_umask()
 _FLUSH_AT = 1024 * 1024
+_IOV_MAX = 512
 # Directories that are part of the tree's skeleton: emptied subfolders are pruned up to these.
 _KEEP = {PurePosixPath("web"), PurePosixPath("web/simple"), PurePosixPath("web/packages")}
 #: Directory entries `iterate` hands over per thread hop.
@@ -52,29 +53,40 @@ class FilesystemTemp:
         self._storage = storage
         self._fd: int | None = None
         self._path: Path | None = None
-        self._buffer = bytearray()
+        #: Chunks not yet written (kept as received: no copy until the kernel takes them).
+        self._chunks: list[bytes] = []
+        self._pending = 0
 
     async def write(self, chunk: bytes) -> None:
         # One thread hop per MiB, not per network read (a read returns what has arrived,
         # often a few KiB): the hops were a fifth of a big-file sync's CPU.
-        self._buffer += chunk
-        if len(self._buffer) >= _FLUSH_AT:
-            data, self._buffer = bytes(self._buffer), bytearray()
-            await asyncio.to_thread(self._write, data)
+        self._chunks.append(chunk)
+        self._pending += len(chunk)
+        if self._pending >= _FLUSH_AT:
+            chunks = self._take()
+            await asyncio.to_thread(self._write, chunks)
 
-    def _write(self, chunk: bytes) -> None:
+    def _take(self) -> list[bytes]:
+        chunks, self._chunks, self._pending = self._chunks, [], 0
+        return chunks
+
+    def _write(self, chunks: list[bytes]) -> None:
         if self._fd is None:
             self._fd, self._path = self._storage._mkstemp()
         try:
-            view = memoryview(chunk)
-            while view:
-                n = os.write(self._fd, view)
-                view = view[n:]
+            views = [memoryview(c) for c in chunks if c]
+            while views:
+                # One writev per batch (at most IOV_MAX buffers), resumed after a short write.
+                n = os.writev(self._fd, views[:_IOV_MAX])
+                while views and n >= len(views[0]):
+                    n -= len(views.pop(0))
+                if n:
+                    views[0] = views[0][n:]
         except OSError as e:
             raise _storage_error(self._path or self._storage.tmp, e) from e
 
     async def reset(self) -> None:
-        self._buffer = bytearray()
+        self._take()
         if self._fd is not None:
             await asyncio.to_thread(self._reset)
 
@@ -84,14 +96,13 @@ class FilesystemTemp:
         os.ftruncate(self._fd, 0)
 
     async def commit(self, path: PurePosixPath) -> None:
-        data, self._buffer = bytes(self._buffer), bytearray()
-        await asyncio.to_thread(self._commit, path, data)
+        await asyncio.to_thread(self._commit, path, self._take())
 
-    def _commit(self, path: PurePosixPath, data: bytes) -> None:
+    def _commit(self, path: PurePosixPath, chunks: list[bytes]) -> None:
         target = self._storage.resolve(path)
         try:
-            if data or self._fd is None:
-                self._write(data)
+            if chunks or self._fd is None:
+                self._write(chunks)
             assert self._fd is not None
             assert self._path is not None
             os.close(self._fd)
@@ -108,7 +119,7 @@ class FilesystemTemp:
             raise
 
     async def abort(self) -> None:
-        self._buffer = bytearray()
+        self._take()
         if self._path is not None:
             await asyncio.to_thread(self._discard)
 
@@ -199,8 +210,13 @@ class FilesystemStorage:
                     yield PurePosixPath(rel.as_posix()), size
 
     async def read_chunks(
-        self, path: PurePosixPath, chunk_size: int = READ_CHUNK
-    ) -> AsyncIterator[bytes]:
+        self,
+        path: PurePosixPath,
+        chunk_size: int = READ_CHUNK,
+        *,
+        start: int = 0,
+        end: int | None = None,
+    ) -> AsyncGenerator[bytes, None]:
         target = self.resolve(path)
         try:
             f = await asyncio.to_thread(target.open, "rb")
@@ -209,7 +225,16 @@ class FilesystemStorage:
         except OSError as e:
             raise _storage_error(target, e) from e
         try:
-            while chunk := await asyncio.to_thread(f.read, chunk_size):
+            if start:
+                await asyncio.to_thread(f.seek, start)
+            left = None if end is None else max(0, end - start)
+            while left != 0:
+                want = chunk_size if left is None else min(chunk_size, left)
+                chunk = await asyncio.to_thread(f.read, want)
+                if not chunk:
+                    break
+                if left is not None:
+                    left -= len(chunk)
                 yield chunk
         except OSError as e:
             raise _storage_error(target, e) from e
@@ -262,6 +287,10 @@ class FilesystemStorage:
 
     async def size(self, path: PurePosixPath) -> int | None:
         return await asyncio.to_thread(self._size, path)
+
+    async def stat(self, path: PurePosixPath) -> FileStat | None:
+        size = await asyncio.to_thread(self._size, path)
+        return None if size is None else FileStat(size)
 
     def _size(self, path: PurePosixPath) -> int | None:
         try:

@@ -20,14 +20,14 @@ import hashlib
 import logging
 import re
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import PurePosixPath
 from typing import IO, TYPE_CHECKING, cast
 
 from bandersnatch_clone.errors import MissingFile, StorageError
 from bandersnatch_clone.layout import cache_control, content_type
-from bandersnatch_clone.storage import READ_CHUNK
+from bandersnatch_clone.storage import READ_CHUNK, FileStat
 from bandersnatch_clone.storage.s3client import (
     Body,
     CallError,
@@ -63,6 +63,11 @@ async def _sha256(data: bytes) -> str:
     if len(data) > _HASH_OFF_LOOP:
         return await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
     return hashlib.sha256(data).hexdigest()
+
+
+def _recorded_sha256(head: Response) -> str | None:
+    digest = metadata(head).get("sha256")
+    return digest if digest is not None and _SHA256.fullmatch(digest) else None
 
 
 class S3Temp:
@@ -300,12 +305,32 @@ class S3Storage:
             body.close()
 
     async def read_chunks(
-        self, path: PurePosixPath, chunk_size: int = READ_CHUNK
-    ) -> AsyncIterator[bytes]:
+        self,
+        path: PurePosixPath,
+        chunk_size: int = READ_CHUNK,
+        *,
+        start: int = 0,
+        end: int | None = None,
+    ) -> AsyncGenerator[bytes, None]:
         key = self.key(path)
-        body = await self._get(key)
-        if body is None:
-            raise MissingFile(self.url(key))
+        if end is not None and end <= start:
+            if await self._head(key) is None:
+                raise MissingFile(self.url(key))
+            return
+        args: dict[str, object] = {"Bucket": self.bucket, "Key": key}
+        if start or end is not None:
+            # A ranged GET: only the bytes asked for cross the wire (a client reading a
+            # wheel's zip directory takes its last few KiB).
+            args["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        try:
+            response = await self.client.get_object(**args)
+        except CallError as e:
+            if is_missing(e):
+                raise MissingFile(self.url(key)) from None
+            if "Range" in args and error_code(e)[1] == 416:
+                return  # starts past the end: nothing, as a file read there gives
+            raise storage_error(self.url(key), e) from e
+        body = cast(Body, response["Body"])
         try:
             while chunk := await body.read(chunk_size):
                 yield chunk
@@ -320,8 +345,13 @@ class S3Storage:
 
     async def sha256(self, path: PurePosixPath) -> str | None:
         head = await self._head(self.key(path))
-        digest = metadata(head).get("sha256") if head is not None else None
-        return digest if digest is not None and _SHA256.fullmatch(digest) else None
+        return None if head is None else _recorded_sha256(head)
+
+    async def stat(self, path: PurePosixPath) -> FileStat | None:
+        head = await self._head(self.key(path))
+        if head is None:
+            return None
+        return FileStat(field(head, "ContentLength", int) or 0, _recorded_sha256(head))
 
     async def iterate(self, top: PurePosixPath) -> AsyncIterator[tuple[PurePosixPath, int]]:
         prefix = self.key(top) + "/"
