@@ -197,19 +197,17 @@ class Ledger(MutableMapping[str, LedgerEntry]):
             if entry is not None:
                 yield line, entry
 
-    def changed_rows(self) -> list[tuple[int, str, int]] | None:
-        """(line index, display name, serial) of every project updated since the ledger was
-        read, when none came, went or was renamed (so each keeps its place); else None."""
+    def changed_rows(self) -> list[tuple[str, str, int]] | None:
+        """(name, display name, serial) of every project updated since the ledger was read,
+        when none came, went or was renamed (so the root index keeps its rows); else None."""
         if self.names_changed:
             return None
-        lines = self.lines()
         rows = []
         for name in sorted(self._touched):
-            i = self._find(name)
-            entry = None if i is None else _decode(lines[i])
-            if i is None or entry is None:
+            entry = self.get_entry(name)
+            if entry is None:
                 return None
-            rows.append((i, entry.display or name, entry.serial))
+            rows.append((name, entry.display or name, entry.serial))
         return rows
 
     def totals(self) -> tuple[int, int]:

@@ -8,6 +8,7 @@ from html import escape
 from json.encoder import encode_basestring_ascii
 from operator import lt
 
+from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from bandersnatch_clone.layout import HTML_PAGE, V1_HTML_PAGE, V1_JSON_PAGE
@@ -232,31 +233,61 @@ def _root_json(names: list[str], serials: list[int], serial: int) -> bytes:
 
 
 def splice_root_json(
-    old: bytes, changed: Iterable[tuple[int, str, int]], count: int, serial: int
+    old: bytes, changed: Iterable[tuple[str, str, int]], count: int, serial: int
 ) -> bytes | None:
-    """The root JSON page `old` with rows replaced: (row index, name, new serial) each, and the
-    global serial set; None when `old` is not `count` rows of what `_root_json` writes.
+    """The root JSON page `old` with rows replaced: (normalised name, name, new serial) each,
+    and the global serial set; None when `old` is not `count` rows of what `_root_json` writes.
 
-    At PyPI's size a run that moved 100 projects otherwise re-renders 700,000 rows: here the
-    page is cut at its row boundaries (names hold no braces) and 100 rows are rewritten. Every
-    replaced row must already name its project, so a page out of step with the ledger is
-    detected (the caller then renders it whole); the bytes equal a full render's.
+    At PyPI's size a run that moved 100 projects otherwise re-renders 700,000 rows. Here each
+    moved row is found by binary search over the page's bytes (rows are sorted by normalised
+    name; names hold no quotes or braces) and the page is rebuilt from the slices between them:
+    no row is parsed but the few probed. Every replaced row must already name its project, so a
+    page out of step with the ledger is detected (the caller then renders it whole); the bytes
+    equal a full render's.
     """
-    head = b'{"meta":'
-    marker = b',"projects":[{'
+    head, marker = b'{"meta":', b',"projects":['
     start = old.find(marker)
     if count == 0 or not old.startswith(head) or start < 0 or not old.endswith(b"}]}"):
         return None
-    rows = old[start + len(marker) : -3].split(b"},{")
-    if len(rows) != count:
+    start += len(marker)
+    if old.count(_ROW, start) != count:
         return None
-    for index, name, row_serial in changed:
+    pieces = [head, _dumps({"api-version": JSON_API_VERSION, "_last-serial": int(serial)})]
+    done = start - len(marker)
+    for norm, name, row_serial in sorted(changed):
+        at = _find_row(old, start, len(old), norm)
         encoded = encode_basestring_ascii(name).encode("ascii")
-        if not 0 <= index < count or not rows[index].startswith(b'"name":%s,' % encoded):
+        wanted = _ROW + encoded + b","
+        if at < done or not old.startswith(wanted, at):
             return None
-        rows[index] = b'"name":%s,"_last-serial":%d' % (encoded, row_serial)
-    meta = _dumps({"api-version": JSON_API_VERSION, "_last-serial": int(serial)})
-    return b"".join([head, meta, marker, b"},{".join(rows), b"}]}"])
+        end = old.find(b"}", at)
+        pieces += [old[done:at], b'%s"_last-serial":%d}' % (wanted, row_serial)]
+        done = end + 1
+    pieces.append(old[done:])
+    return b"".join(pieces)
+
+
+_ROW = b'{"name":'
+
+
+def _find_row(page: bytes, lo: int, hi: int, norm: str) -> int:
+    """Where the first row whose normalised name is not below `norm` starts (or -1).
+
+    Rows starting before `lo` sort below `norm`, rows starting at `hi` or later do not.
+    """
+    while lo < hi:
+        mid = (lo + hi) // 2
+        at = page.find(_ROW, mid)  # the first row starting at or after mid
+        if not mid <= at < hi:
+            hi = mid
+            continue
+        name_at = at + len(_ROW) + 1
+        name = page[name_at : page.find(b'"', name_at)].decode("ascii", "replace")
+        if canonicalize_name(name) < norm:
+            lo = at + 1
+        else:
+            hi = at
+    return page.find(_ROW, lo)
 
 
 def render_root_html(names: Iterable[str]) -> bytes:

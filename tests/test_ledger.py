@@ -123,7 +123,7 @@ def test_a_root_page_out_of_step_is_not_spliced() -> None:
         [
             splice_root_json(page, changed, 3, 9) is not None,
             splice_root_json(other, changed, 2, 9),  # another count, another name at that row
-            splice_root_json(other, [(1, "b", 7)], 2, 9),  # row 1 names x, not b
+            splice_root_json(other, [("b", "b", 7)], 2, 9),  # no row names b
             splice_root_json(page[:-1], changed, 3, 9),  # truncated
             added.changed_rows(),  # a project came: rows moved
         ]
