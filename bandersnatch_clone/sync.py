@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from packaging.utils import NormalizedName
 
@@ -37,7 +37,9 @@ from bandersnatch_clone.render import (
 )
 from bandersnatch_clone.state import Journal, Ledger, LedgerEntry, write_ledger
 from bandersnatch_clone.storage import Storage
-from bandersnatch_clone.upstream import Upstream
+
+if TYPE_CHECKING:
+    from bandersnatch_clone.upstream import Upstream
 
 log = logging.getLogger(__name__)
 

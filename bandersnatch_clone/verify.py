@@ -15,10 +15,9 @@ from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import PurePosixPath
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
-import aiohttp
-
-from bandersnatch_clone import layout, mirror
+from bandersnatch_clone import layout
 from bandersnatch_clone.changes import ROOT_PAGES, record_paths
 from bandersnatch_clone.config import Config
 from bandersnatch_clone.delete import load_ledger
@@ -39,8 +38,14 @@ from bandersnatch_clone.storage import Storage
 from bandersnatch_clone.storage.filesystem import TMP_DIR, FilesystemStorage
 from bandersnatch_clone.storage.loader import open_storage
 from bandersnatch_clone.sync import write_root_index
-from bandersnatch_clone.upstream import Upstream
 from bandersnatch_clone.verify_records import LinkSet, ProgressFile, VerifySummary
+
+if TYPE_CHECKING:
+    # Only a repair talks to the upstream: aiohttp and the engine are imported then, which
+    # keeps a plain verify's start-up to what hashing needs.
+    import aiohttp
+
+    from bandersnatch_clone.upstream import Upstream
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +193,8 @@ class _Verifier:
         return again
 
     async def _upstream(self) -> Upstream:
+        from bandersnatch_clone import mirror
+
         if self._session is None:
             self._session = mirror.make_session(self.config)
         return mirror.make_upstream(self.config, self._session)
@@ -229,6 +236,8 @@ class _Verifier:
         journal, root index and ledger), then check each again and account for it."""
         if not self.resync:
             return
+        from bandersnatch_clone import mirror
+
         upstream = await self._upstream()
         filters = load_filters(self.config)
         names = list(self.resync)
