@@ -17,8 +17,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -26,7 +25,8 @@ from bandersnatch_clone import layout
 from bandersnatch_clone.config import MirrorConfig
 from bandersnatch_clone.errors import BundleError, StorageError
 from bandersnatch_clone.state import atomic_write_text
-from bandersnatch_clone.storage import READ_CHUNK, FileStat, Storage, TempFile
+from bandersnatch_clone.storage import Storage, TempFile
+from bandersnatch_clone.storage.forwarding import ForwardingStorage, ForwardingTemp
 
 CHANGES_DIR = "changes"
 PENDING = "pending"
@@ -202,29 +202,20 @@ def write_run_diff(mirror: MirrorConfig, changed: Iterable[PurePosixPath]) -> Pa
     return target
 
 
-class RecordingTemp:
+class RecordingTemp(ForwardingTemp):
     """A `TempFile` whose commit is recorded before it happens."""
 
     def __init__(self, inner: TempFile, owner: RecordingStorage) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._owner = owner
-
-    async def write(self, chunk: bytes) -> None:
-        await self._inner.write(chunk)
-
-    async def reset(self) -> None:
-        await self._inner.reset()
 
     async def commit(self, path: PurePosixPath) -> None:
         self._owner.announce((path,))
-        await self._inner.commit(path)
+        await self.inner.commit(path)
         self._owner.note_changed(path)
 
-    async def abort(self) -> None:
-        await self._inner.abort()
 
-
-class RecordingStorage:
+class RecordingStorage(ForwardingStorage):
     """A `Storage` that appends every path it is about to write or delete to the change log.
 
     `changed` lists, in order, the paths this run created or replaced with different bytes:
@@ -232,7 +223,7 @@ class RecordingStorage:
     """
 
     def __init__(self, inner: Storage, directory: Path, *, keep_changed: bool = True) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.directory = directory
         #: Only kept when asked (a diff file is configured): a first sync of PyPI changes
         #: millions of paths.
@@ -265,9 +256,6 @@ class RecordingStorage:
         if self.keep_changed:
             self.changed.append(path)
 
-    async def read_bytes(self, path: PurePosixPath) -> bytes | None:
-        return await self.inner.read_bytes(path)
-
     async def write_bytes(self, path: PurePosixPath, data: bytes) -> bool:
         self.announce((path,))
         written = await self.inner.write_bytes(path, data)
@@ -280,28 +268,6 @@ class RecordingStorage:
     ) -> RecordingTemp:
         return RecordingTemp(await self.inner.open_temp(path, sha256=sha256), self)
 
-    async def size(self, path: PurePosixPath) -> int | None:
-        return await self.inner.size(path)
-
-    async def sha256(self, path: PurePosixPath) -> str | None:
-        return await self.inner.sha256(path)
-
-    def iterate(self, top: PurePosixPath) -> AsyncIterator[tuple[PurePosixPath, int]]:
-        return self.inner.iterate(top)
-
-    async def stat(self, path: PurePosixPath) -> FileStat | None:
-        return await self.inner.stat(path)
-
-    def read_chunks(
-        self,
-        path: PurePosixPath,
-        chunk_size: int = READ_CHUNK,
-        *,
-        start: int = 0,
-        end: int | None = None,
-    ) -> AsyncGenerator[bytes, None]:
-        return self.inner.read_chunks(path, chunk_size, start=start, end=end)
-
     async def delete(self, path: PurePosixPath) -> bool:
         self.announce((path,))
         return await self.inner.delete(path)
@@ -310,9 +276,3 @@ class RecordingStorage:
         paths = list(paths)
         self.announce(paths)
         await self.inner.delete_many(paths)
-
-    async def clean_temp(self) -> int:
-        return await self.inner.clean_temp()
-
-    def lock(self) -> AbstractAsyncContextManager[object]:
-        return self.inner.lock()

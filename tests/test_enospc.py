@@ -9,8 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -18,8 +17,9 @@ import pytest
 from bandersnatch_clone.errors import StorageError
 from bandersnatch_clone.mirror import engine_settings, make_session, make_upstream, plan_run
 from bandersnatch_clone.state import Journal, Ledger, LedgerEntry
-from bandersnatch_clone.storage import FileStat
-from bandersnatch_clone.storage.filesystem import FilesystemStorage, FilesystemTemp
+from bandersnatch_clone.storage import TempFile
+from bandersnatch_clone.storage.filesystem import FilesystemStorage
+from bandersnatch_clone.storage.forwarding import ForwardingStorage, ForwardingTemp
 from bandersnatch_clone.sync import Engine
 from tests.fake_upstream import FakeIndex, FakeUpstream
 from tests.mirror_helpers import FAST_RETRY, make_config, mirror, write_config
@@ -146,20 +146,17 @@ def _journal_many(journal: Journal, lines: int) -> None:
 # -- without mount privileges: the same fault injected at the storage's write calls ---------
 
 
-class FullDisk:
+class FullDisk(ForwardingStorage):
     """A `FilesystemStorage` whose disk fills up after ``budget`` more bytes."""
 
     def __init__(self, inner: FilesystemStorage, budget: int) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.budget = budget
 
     def spend(self, path: str, n: int) -> None:
         self.budget -= n
         if self.budget < 0:
             raise StorageError(path, NO_SPACE)
-
-    async def read_bytes(self, path: PurePosixPath) -> bytes | None:
-        return await self.inner.read_bytes(path)
 
     async def write_bytes(self, path: PurePosixPath, data: bytes) -> bool:
         self.spend(str(path), len(data))
@@ -170,58 +167,15 @@ class FullDisk:
     ) -> FullDiskTemp:
         return FullDiskTemp(self, await self.inner.open_temp(path, sha256=sha256))
 
-    async def size(self, path: PurePosixPath) -> int | None:
-        return await self.inner.size(path)
 
-    async def sha256(self, path: PurePosixPath) -> str | None:
-        return await self.inner.sha256(path)
-
-    def iterate(self, top: PurePosixPath) -> AsyncIterator[tuple[PurePosixPath, int]]:
-        return self.inner.iterate(top)
-
-    async def stat(self, path: PurePosixPath) -> FileStat | None:
-        return await self.inner.stat(path)
-
-    def read_chunks(
-        self,
-        path: PurePosixPath,
-        chunk_size: int = 1 << 20,
-        *,
-        start: int = 0,
-        end: int | None = None,
-    ) -> AsyncGenerator[bytes, None]:
-        return self.inner.read_chunks(path, chunk_size, start=start, end=end)
-
-    async def delete(self, path: PurePosixPath) -> bool:
-        return await self.inner.delete(path)
-
-    async def delete_many(self, paths: Iterable[PurePosixPath]) -> None:
-        await self.inner.delete_many(paths)
-
-    async def clean_temp(self) -> int:
-        return await self.inner.clean_temp()
-
-    def lock(self) -> AbstractAsyncContextManager[object]:
-        return self.inner.lock()
-
-
-class FullDiskTemp:
-    def __init__(self, disk: FullDisk, inner: FilesystemTemp) -> None:
+class FullDiskTemp(ForwardingTemp):
+    def __init__(self, disk: FullDisk, inner: TempFile) -> None:
+        super().__init__(inner)
         self.disk = disk
-        self.inner = inner
 
     async def write(self, chunk: bytes) -> None:
         self.disk.spend(".tmp/part", len(chunk))
         await self.inner.write(chunk)
-
-    async def reset(self) -> None:
-        await self.inner.reset()
-
-    async def commit(self, path: PurePosixPath) -> None:
-        await self.inner.commit(path)
-
-    async def abort(self) -> None:
-        await self.inner.abort()
 
 
 async def test_a_storage_that_fills_up_aborts_the_engine_and_the_next_run_heals(
