@@ -16,18 +16,17 @@ from packaging.utils import NormalizedName
 from bandersnatch_clone import layout
 from bandersnatch_clone.changes import ROOT_PAGES, record_paths
 from bandersnatch_clone.config import Config
-from bandersnatch_clone.errors import StorageError, UnsafePath
+from bandersnatch_clone.errors import UnsafePath
 from bandersnatch_clone.state import (
     Journal,
     JournalState,
     Ledger,
-    MirrorLock,
     fold_journal,
     read_ledger,
     read_status,
 )
 from bandersnatch_clone.storage import Storage
-from bandersnatch_clone.storage.loader import open_storage
+from bandersnatch_clone.storage.loader import held_tree
 from bandersnatch_clone.sync import save_ledger, write_root_index
 
 log = logging.getLogger(__name__)
@@ -147,13 +146,8 @@ async def run_delete(
     back at the next `mirror` unless a filter excludes it. Raises `LockedError` when a lock is
     held.
     """
-    directory = config.mirror.directory
-    opened = open_storage(config)  # a bad [storage] table fails before anything is touched
-    if not directory.is_dir():
-        raise StorageError(str(directory), "no mirror here (the directory does not exist)")
-    with MirrorLock(directory):
-        async with opened as storage, storage.lock():
-            doomed, unknown = await _delete(config, storage, names, dry_run)
+    async with held_tree(config) as storage:
+        doomed, unknown = await _delete(config, storage, names, dry_run)
     for raw, why in unknown.items():
         log.warning("%s: %s", raw, why)
     summary = DeleteSummary(

@@ -45,10 +45,10 @@ from bandersnatch_clone.bundle import (
 from bandersnatch_clone.changes import changed_since, read_last_export, write_last_export
 from bandersnatch_clone.config import Config
 from bandersnatch_clone.errors import BundleError, MissingFile, StorageError, UsageError
-from bandersnatch_clone.state import MirrorLock, read_status
+from bandersnatch_clone.state import read_status
 from bandersnatch_clone.storage import Storage
 from bandersnatch_clone.storage.filesystem import FilesystemStorage
-from bandersnatch_clone.storage.loader import open_storage
+from bandersnatch_clone.storage.loader import held_tree
 
 log = logging.getLogger(__name__)
 
@@ -337,13 +337,10 @@ async def run_export(
     (`LockedError` while a run holds one).
     """
     directory = config.mirror.directory
-    opened = open_storage(config)  # a bad [storage] table fails before anything is touched
     local = config.storage.backend == "filesystem"
-    if not (directory / layout.WEB).is_dir() if local else not directory.is_dir():
-        raise StorageError(str(directory), "no mirror here (no web/ folder)")
-    with MirrorLock(directory):
-        async with opened as tree, tree.lock():
-            return await _export(directory, tree, out, since, since_last, compress, workers)
+    web = directory / layout.WEB if local else directory
+    async with held_tree(config, web, "no web/ folder") as tree:
+        return await _export(directory, tree, out, since, since_last, compress, workers)
 
 
 async def _export(

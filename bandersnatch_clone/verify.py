@@ -33,10 +33,10 @@ from bandersnatch_clone.scan import (
     default_workers,
     walk_files,
 )
-from bandersnatch_clone.state import Ledger, MirrorLock, read_status
+from bandersnatch_clone.state import Ledger, read_status
 from bandersnatch_clone.storage import Storage
 from bandersnatch_clone.storage.filesystem import TMP_DIR, FilesystemStorage
-from bandersnatch_clone.storage.loader import open_storage
+from bandersnatch_clone.storage.loader import held_tree
 from bandersnatch_clone.sync import write_root_index
 from bandersnatch_clone.verify_records import LinkSet, ProgressFile, VerifySummary
 
@@ -473,26 +473,21 @@ async def run_verify(
     too (an object store's, like `mirror`). Exit code 0 when nothing is left wrong, 1
     otherwise. Raises `LockedError` when a lock is held.
     """
-    directory = config.mirror.directory
-    opened = open_storage(config)  # a bad [storage] table fails before anything is touched
-    if not directory.is_dir():
-        raise StorageError(str(directory), "no mirror here (the directory does not exist)")
-    with MirrorLock(directory):
-        async with opened as storage, storage.lock():
-            verifier = _Verifier(
-                config,
-                storage,
-                repair=repair,
-                delete_orphans=delete_orphans,
-                dry_run=dry_run,
-                quick=quick,
-                workers=workers,
-                limit=limit,
-                on_project=on_project,
-                session=session,
-            )
-            try:
-                summary = await verifier.run(restart)
-            finally:
-                await verifier.close()
+    async with held_tree(config) as storage:
+        verifier = _Verifier(
+            config,
+            storage,
+            repair=repair,
+            delete_orphans=delete_orphans,
+            dry_run=dry_run,
+            quick=quick,
+            workers=workers,
+            limit=limit,
+            on_project=on_project,
+            session=session,
+        )
+        try:
+            summary = await verifier.run(restart)
+        finally:
+            await verifier.close()
     return summary.exit_code, summary

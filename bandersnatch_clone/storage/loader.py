@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import difflib
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import Protocol, cast
 
 from bandersnatch_clone.config import Config
-from bandersnatch_clone.errors import ConfigError
+from bandersnatch_clone.errors import ConfigError, StorageError
+from bandersnatch_clone.state import MirrorLock
 from bandersnatch_clone.storage import Storage
 
 GROUP = "bandersnatch_clone.storage.v1"
@@ -57,3 +60,20 @@ def open_storage(config: Config) -> AbstractAsyncContextManager[Storage]:
     if not callable(loaded):
         raise ConfigError(file, key, f"{entry.value} is not a storage backend")
     return cast(Backend, loaded)(config)
+
+
+@asynccontextmanager
+async def held_tree(
+    config: Config, must_exist: Path | None = None, missing: str = "the directory does not exist"
+) -> AsyncIterator[Storage]:
+    """The tree of an existing mirror, with the mirror's lock and the tree's own held (an object
+    store's): what `verify`, `delete` and `export` work under. The storage options are checked
+    before anything is touched; `StorageError` when `must_exist` (default: the mirror
+    directory) is not a folder, `LockedError` when a lock is taken."""
+    directory = config.mirror.directory
+    opened = open_storage(config)
+    if not (must_exist or directory).is_dir():
+        raise StorageError(str(directory), f"no mirror here ({missing})")
+    with MirrorLock(directory):
+        async with opened as tree, tree.lock():
+            yield tree
