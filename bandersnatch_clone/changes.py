@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -261,6 +261,14 @@ class RecordingStorage(ForwardingStorage):
         written = await self.inner.write_bytes(path, data)
         if written:
             self.note_changed(path)
+        return written
+
+    async def write_many(self, items: Sequence[tuple[PurePosixPath, bytes]]) -> list[bool]:
+        self.announce(p for p, _ in items)
+        written = await self.inner.write_many(items)
+        for (path, _), changed in zip(items, written, strict=True):
+            if changed:
+                self.note_changed(path)
         return written
 
     async def open_temp(

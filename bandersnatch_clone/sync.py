@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Protocol
@@ -206,19 +206,22 @@ class Engine:
             # in between cannot leave them on disk for ever.
             for path in obsolete:
                 self.journal.obsolete(name, path)
-        for page, body in pages.items():
-            await self.storage.write_bytes(page_dir / page, body)
+        writes = [(page_dir / page, body) for page, body in pages.items()]
+        stale: list[PurePosixPath] = []
         if self.settings.json:
             raw = None
             if legacy is not None:
                 # Filters apply to the JSON API copy too: it lists only what the pages list.
                 kept = {f.filename for f in detail.files}
                 raw = legacy.raw if detail is fetched else filter_legacy_json(legacy.raw, kept)
-            for path in layout.json_paths(local.name):
-                if raw is None:
-                    await self.storage.delete(path)
-                else:
-                    await self.storage.write_bytes(path, raw)
+            if raw is None:
+                stale = list(layout.json_paths(local.name))
+            else:
+                writes += [(path, raw) for path in layout.json_paths(local.name)]
+        # One batch: for pages of a few KiB a thread hop each was the cost, not the bytes.
+        await self.storage.write_many(writes)
+        for path in stale:
+            await self.storage.delete(path)
         for path in obsolete:
             await self.storage.delete(path)
         display = item.display or (self.ledger[name].display if name in self.ledger else None)
@@ -257,8 +260,13 @@ class Engine:
             jobs.setdefault(path, f)
         if not self.settings.release_files:
             return list(jobs.values()), (0, 0)
+        # What is already here, in one look: a changed project with thousands of files would
+        # otherwise cost two thread hops (or HEADs) per file before the first download.
+        looks = list(jobs)
+        looks += [layout.metadata_path(p) for p, f in jobs.items() if f.core_metadata is not None]
+        have = dict(zip(looks, await self.storage.sizes(looks), strict=True))
         results = await asyncio.gather(
-            *(self._place_file(path, f) for path, f in jobs.items()), return_exceptions=True
+            *(self._place_file(path, f, have) for path, f in jobs.items()), return_exceptions=True
         )
         placed: list[DistFile] = []
         count = size = 0
@@ -270,24 +278,26 @@ class Engine:
                 count, size = count + 1, size + result[1]
         return placed, (count, size)
 
-    async def _place_file(self, path: PurePosixPath, f: DistFile) -> tuple[DistFile, int | None]:
+    async def _place_file(
+        self, path: PurePosixPath, f: DistFile, have: Mapping[PurePosixPath, int | None]
+    ) -> tuple[DistFile, int | None]:
         """Make sure one file (and its ``.metadata``, fetched alongside rather than after it:
         on a slow link each request costs a round trip) is in place; returns its page entry
-        and the bytes downloaded."""
-        (written, have), core_metadata = await asyncio.gather(
-            self._download_file(path, f), self._place_metadata(path, f)
+        and the bytes downloaded. `have` holds the sizes found on disk."""
+        (written, have_size), core_metadata = await asyncio.gather(
+            self._download_file(path, f, have[path]),
+            self._place_metadata(path, f, have.get(layout.metadata_path(path)) is not None),
         )
         link = layout.page_link(path, self.settings.root_uri)
         # PEP 700 makes size mandatory; an upstream on api-version 1.0 may not give it.
-        size = f.size if f.size is not None else (written if written is not None else have)
+        size = f.size if f.size is not None else (written if written is not None else have_size)
         return replace(f, url=link, core_metadata=core_metadata, size=size), written
 
     async def _download_file(
-        self, path: PurePosixPath, f: DistFile
+        self, path: PurePosixPath, f: DistFile, have: int | None
     ) -> tuple[int | None, int | None]:
         """(bytes downloaded or None when the file was already here, size found on disk)."""
         assert f.sha256 is not None
-        have = await self.storage.size(path)
         if have is not None and (f.size is None or have == f.size):
             return None, have
         async with self._download_slots:
@@ -304,13 +314,16 @@ class Engine:
         self.reporter.file_done(written)
         return written, have
 
-    async def _place_metadata(self, path: PurePosixPath, f: DistFile) -> dict[str, str] | None:
-        """PEP 658/714: mirror ``<file>.metadata`` byte for byte when the upstream offers it."""
+    async def _place_metadata(
+        self, path: PurePosixPath, f: DistFile, present: bool
+    ) -> dict[str, str] | None:
+        """PEP 658/714: mirror ``<file>.metadata`` byte for byte when the upstream offers it
+        (unless `present`: already on disk)."""
         if f.core_metadata is None:
             return None
         expected = f.core_metadata.get("sha256")
         mpath = layout.metadata_path(path)
-        if await self.storage.size(mpath) is None:
+        if not present:
             try:
                 async with self._download_slots:
                     body = await self.upstream.fetch_bytes(f.url + ".metadata", expected)

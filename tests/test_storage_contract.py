@@ -125,6 +125,23 @@ async def test_write_bytes_replaces_only_changed_content(backend: Backend) -> No
     assert (results, await storage.read_bytes(PAGE)) == ([True, False, True], b"two")
 
 
+async def test_write_many_writes_each_and_says_which_changed(backend: Backend) -> None:
+    storage = backend.storage
+    other = PurePosixPath("web/simple/other/index.html")
+    await storage.write_bytes(PAGE, b"same")
+    changed = await storage.write_many([(PAGE, b"same"), (other, b"<html>new</html>")])
+    got = (changed, await storage.read_bytes(PAGE), await storage.read_bytes(other))
+    assert got == ([False, True], b"same", b"<html>new</html>")
+
+
+async def test_sizes_answers_for_each_path_in_order(backend: Backend) -> None:
+    storage = backend.storage
+    other = PurePosixPath("web/simple/other/index.html")
+    await storage.write_many([(PAGE, b"12345"), (other, b"")])
+    missing = PurePosixPath("web/simple/missing/index.html")
+    assert await storage.sizes([missing, other, PAGE]) == [None, 0, 5]
+
+
 async def test_write_bytes_records_the_sha256_where_the_backend_can(backend: Backend) -> None:
     await backend.storage.write_bytes(PAGE, b"page")
     expected = hashlib.sha256(b"page").hexdigest() if backend.records_sha256 else None

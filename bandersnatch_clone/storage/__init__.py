@@ -12,7 +12,7 @@ copy of ``status`` and ``generation``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -66,8 +66,17 @@ class Storage(Protocol):
         the caller): an object store uploads straight to the final key, invisible until
         complete, and records the digest so that `sha256` answers without a download."""
 
+    async def write_many(self, items: Sequence[tuple[PurePosixPath, bytes]]) -> list[bool]:
+        """`write_bytes` for several files (a project's pages), whether each changed. A local
+        tree writes them in order in one thread hop, an object store concurrently: for pages
+        of a few KiB the hop, not the bytes, is the cost."""
+
     async def size(self, path: PurePosixPath) -> int | None:
         """Size in bytes, or None when the file does not exist."""
+
+    async def sizes(self, paths: Sequence[PurePosixPath]) -> list[int | None]:
+        """`size` of several files (every file a project links to) in one look where the
+        backend can: one thread hop for a local tree, concurrent HEADs for an object store."""
 
     async def sha256(self, path: PurePosixPath) -> str | None:
         """The sha256 recorded for the file when the backend keeps one (an object store's

@@ -7,7 +7,7 @@ import contextlib
 import os
 import secrets
 import shutil
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -261,6 +261,10 @@ class FilesystemStorage:
     async def write_bytes(self, path: PurePosixPath, data: bytes) -> bool:
         return await asyncio.to_thread(self.write_bytes_sync, path, data)
 
+    async def write_many(self, items: Sequence[tuple[PurePosixPath, bytes]]) -> list[bool]:
+        batch = list(items)
+        return await asyncio.to_thread(lambda: [self.write_bytes_sync(p, d) for p, d in batch])
+
     def write_bytes_sync(self, path: PurePosixPath, data: bytes) -> bool:
         """Compare, then temp + rename. Blocking: call from a thread."""
         target = self.resolve(path)
@@ -287,6 +291,10 @@ class FilesystemStorage:
 
     async def size(self, path: PurePosixPath) -> int | None:
         return await asyncio.to_thread(self._size, path)
+
+    async def sizes(self, paths: Sequence[PurePosixPath]) -> list[int | None]:
+        batch = list(paths)
+        return await asyncio.to_thread(lambda: [self._size(p) for p in batch])
 
     async def stat(self, path: PurePosixPath) -> FileStat | None:
         size = await asyncio.to_thread(self._size, path)

@@ -3,7 +3,7 @@ calls a wrapper changes (the change log records writes; a test fills the disk)."
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import PurePosixPath
 
@@ -42,6 +42,9 @@ class ForwardingStorage:
     async def write_bytes(self, path: PurePosixPath, data: bytes) -> bool:
         return await self.inner.write_bytes(path, data)
 
+    async def write_many(self, items: Sequence[tuple[PurePosixPath, bytes]]) -> list[bool]:
+        return await self.inner.write_many(items)
+
     async def open_temp(
         self, path: PurePosixPath | None = None, *, sha256: str | None = None
     ) -> TempFile:
@@ -49,6 +52,9 @@ class ForwardingStorage:
 
     async def size(self, path: PurePosixPath) -> int | None:
         return await self.inner.size(path)
+
+    async def sizes(self, paths: Sequence[PurePosixPath]) -> list[int | None]:
+        return await self.inner.sizes(paths)
 
     async def sha256(self, path: PurePosixPath) -> str | None:
         return await self.inner.sha256(path)

@@ -20,7 +20,7 @@ import hashlib
 import logging
 import re
 import tempfile
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import PurePosixPath
 from typing import IO, TYPE_CHECKING, cast
@@ -343,6 +343,10 @@ class S3Storage:
         head = await self._head(self.key(path))
         return None if head is None else field(head, "ContentLength", int)
 
+    async def sizes(self, paths: Sequence[PurePosixPath]) -> list[int | None]:
+        # The client's connection pool bounds how many HEADs are in flight.
+        return list(await asyncio.gather(*(self.size(p) for p in paths)))
+
     async def sha256(self, path: PurePosixPath) -> str | None:
         head = await self._head(self.key(path))
         return None if head is None else _recorded_sha256(head)
@@ -395,6 +399,9 @@ class S3Storage:
             return False
         await self.put(path, data, digest)
         return True
+
+    async def write_many(self, items: Sequence[tuple[PurePosixPath, bytes]]) -> list[bool]:
+        return list(await asyncio.gather(*(self.write_bytes(p, d) for p, d in items)))
 
     async def open_temp(
         self, path: PurePosixPath | None = None, *, sha256: str | None = None
