@@ -59,9 +59,10 @@ class Context:
         """Move a finished tree aside; `empty_trash` deletes it once nothing is measured.
 
         Deleting tens of thousands of files just before a measured run slows that run's file
-        creation several times over: ext4 passes over inodes freed in the last 30 s when it
-        allocates new ones (``recently_deleted`` in its inode allocator: a third of the CPU
-        in a kernel profile of (b)), so whichever tool ran second paid for the first one.
+        creation several times over: on a file system without a journal, ext4 passes over
+        inodes freed in the last minute (five while their inode table block is still dirty)
+        when it allocates new ones (``recently_deleted`` in its inode allocator: a third of the
+        CPU in a kernel profile of (b)), so whichever tool ran second paid for the first one.
         """
         if path.exists():
             trash = self.workdir / TRASH
