@@ -47,6 +47,12 @@ class FilesystemTemp:
     Created lazily: the first MiB stays in memory, so a small file (most of PyPI's, every
     ``.metadata``) costs one thread hop in all (create, write, rename) instead of four; on a
     slow link with hundreds of files in flight the hops, not the bytes, were the CPU.
+
+    Once the file exists, later chunks are written as they come, from the event loop: a
+    write to an open file lands in the page cache (on NFS too, until close), which costs
+    less than the thread hop around it, and keeps neither the chunk nor a MiB of them in
+    memory. Creating the file, and the commit (close, which NFS makes wait for the server,
+    and rename), stay on a thread: those are the calls that wait on the file system.
     """
 
     def __init__(self, storage: FilesystemStorage) -> None:
@@ -58,19 +64,19 @@ class FilesystemTemp:
         self._pending = 0
 
     async def write(self, chunk: bytes) -> None:
-        # One thread hop per MiB, not per network read (a read returns what has arrived,
-        # often a few KiB): the hops were a fifth of a big-file sync's CPU.
+        if self._fd is not None:
+            self._write((chunk,))
+            return
         self._chunks.append(chunk)
         self._pending += len(chunk)
         if self._pending >= _FLUSH_AT:
-            chunks = self._take()
-            await asyncio.to_thread(self._write, chunks)
+            await asyncio.to_thread(self._write, self._take())
 
     def _take(self) -> list[bytes]:
         chunks, self._chunks, self._pending = self._chunks, [], 0
         return chunks
 
-    def _write(self, chunks: list[bytes]) -> None:
+    def _write(self, chunks: Sequence[bytes]) -> None:
         if self._fd is None:
             self._fd, self._path = self._storage._mkstemp()
         try:
