@@ -24,7 +24,13 @@ from bandersnatch_clone.errors import (
     StorageError,
     UsageError,
 )
-from bandersnatch_clone.state import Journal, Ledger, read_ledger, read_status
+from bandersnatch_clone.state import (
+    Journal,
+    Ledger,
+    read_ledger,
+    read_listing_state,
+    read_status,
+)
 
 log = logging.getLogger("bandersnatch_clone")
 
@@ -55,6 +61,8 @@ exit codes:
   1  some projects failed; they stay pending and the next run retries them
   2  bad configuration or usage (the message names the file and key)
   3  another run holds the mirror's lock
+  4  the run finished but held back removals (removal_guard): see the log, then
+     run `mirror --allow-removals` if the upstream really dropped those projects
 """
 
 
@@ -85,7 +93,8 @@ def cmd_mirror(args: argparse.Namespace, names: Sequence[str] | None = None) -> 
     config = _load(args)
     progress = Progress(sys.stderr, live=sys.stderr.isatty() and not args.quiet)
     try:
-        outcome = asyncio.run(run(config, names=names, reporter=progress))
+        allow = getattr(args, "allow_removals", False)
+        outcome = asyncio.run(run(config, names=names, reporter=progress, allow_removals=allow))
     finally:
         progress.close()
     summary = progress.summary(
@@ -93,6 +102,7 @@ def cmd_mirror(args: argparse.Namespace, names: Sequence[str] | None = None) -> 
         serial_after=outcome.serial_after,
         deleted=len(outcome.result.deleted),
         exit_code=outcome.exit_code,
+        removals_held=outcome.removals_held,
     )
     if outcome.result.aborted:
         print(f"bandersnatch-clone: run stopped early: {outcome.result.aborted}", file=sys.stderr)
@@ -165,6 +175,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     ledger = read_ledger(directory) if directory.exists() else Ledger()
     files, size = ledger.totals()
     journal = Journal(directory).load() if directory.exists() else None
+    seen = read_listing_state(directory) if directory.exists() else None
+    held = seen.held if seen is not None else 0
     info: dict[str, object] = {
         "directory": str(directory),
         "upstream": config.mirror.upstream,
@@ -179,6 +191,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "planned": journal.planned,
             "done": len(journal.done) + len(journal.deleted),
         },
+        "removals_held": held,
     }
     code, published = EXIT_OK, None
     if config.storage.backend != "filesystem":
@@ -202,6 +215,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(
             f"pending:    an interrupted run towards serial {journal.target_serial}: "
             f"{done} of {journal.planned} projects done; `mirror` resumes it"
+        )
+    if held:
+        print(
+            f"held:       {held:,} removals beyond removal_guard; "
+            "`mirror --allow-removals` carries them out"
         )
     return code
 
@@ -382,7 +400,14 @@ def build_parser() -> argparse.ArgumentParser:
         "bring the mirror in step with the upstream",
         "Fetch every project whose serial moved since the last run (everything on the first\n"
         "run), delete projects removed upstream, then write the root index and the serial.\n"
-        "An interrupted run is resumed; failed projects are retried by the next run.",
+        "An interrupted run is resumed; failed projects are retried by the next run.\n"
+        "More removals than removal_guard allows (5% of the mirror) are held back, exit 4.",
+    )
+    p.add_argument(
+        "--allow-removals",
+        action="store_true",
+        help="remove what left the upstream's listing however much it is (lifts removal_guard "
+        "for this run)",
     )
     p.set_defaults(func=cmd_mirror)
     p = add(

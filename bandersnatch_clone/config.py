@@ -54,6 +54,10 @@ class MirrorConfig:
     stop_on_error: bool = False
     #: Remove projects that disappear upstream.
     delete_removed_projects: bool = True
+    #: The largest share of the mirror's projects one run removes because they left the
+    #: upstream's listing; more (and more than 10) and it removes none of them, says so and
+    #: exits 4 until ``mirror --allow-removals``. 1 = no limit.
+    removal_guard: float = 0.05
     #: Remove files no longer linked by their project's page.
     cleanup: bool = True
     #: Appended to the User-Agent header (e.g. a contact address).
@@ -138,6 +142,7 @@ _RULES: Mapping[str, _Rule] = MappingProxyType(
         "root_uri": _Rule("url", optional=True),
         "stop_on_error": _Rule("bool"),
         "delete_removed_projects": _Rule("bool"),
+        "removal_guard": _Rule("float", 0.0, 1.0),
         "cleanup": _Rule("bool"),
         "user_agent_extra": _Rule("str"),
         "diff_file": _Rule("path", optional=True),
@@ -365,6 +370,10 @@ _MIRROR_HELP = """\
 #   stop_on_error            abort the run at the first project that fails (otherwise failed
 #                            projects are reported, exit code 1, and retried next run).
 #   delete_removed_projects  remove projects that disappear upstream.
+#   removal_guard            the largest share of the mirror one run may remove because it left
+#                            the upstream listing (default 0.05); more (and more than 10) and the
+#                            run removes none, exits 4, and waits for `mirror --allow-removals`.
+#                            A listing cut short must not empty the mirror. 1 = no guard.
 #   cleanup                  remove files no longer linked by their project's page.
 #   user_agent_extra         appended to the User-Agent, e.g. a contact address for the upstream.
 #   diff_file                after each run, write the absolute paths it created or changed here,

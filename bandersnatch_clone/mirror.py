@@ -20,6 +20,7 @@ from bandersnatch_clone.listing_scan import scan
 from bandersnatch_clone.plan import (
     SyncPlan,
     apply_filters,
+    guard_removals,
     plan_allowlist,
     plan_from_changed_rows,
     plan_from_changelog,
@@ -60,6 +61,10 @@ from bandersnatch_clone.upstream import ListingDocument, Timeouts, Upstream
 log = logging.getLogger(__name__)
 
 
+#: The exit code of a run that did everything but the removals its guard held back.
+EXIT_REMOVALS_HELD = 4
+
+
 @dataclass(slots=True)
 class Outcome:
     """What a run did, for the summary and the exit code."""
@@ -71,10 +76,14 @@ class Outcome:
     temp_files_removed: int = 0
     #: Paths this run created or changed, in order (for the diff file).
     changed: list[PurePosixPath] = field(default_factory=list)
+    #: Removals the guard held back (`plan.guard_removals`).
+    removals_held: int = 0
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.result.failed or self.result.aborted else 0
+        if self.result.failed or self.result.aborted:
+            return 1
+        return EXIT_REMOVALS_HELD if self.removals_held else 0
 
 
 def engine_settings(config: Config) -> EngineSettings:
@@ -128,12 +137,14 @@ async def plan_run(
     refetch_all: bool = False,
     listing: ListingDocument | None = None,
     since: ListingState | None = None,
+    rediff: bool = False,
 ) -> SyncPlan:
     """Ask the upstream what changed since `status` and diff it against the ledger.
 
     `refetch_all` (the filters changed): every listed project, whatever its serial. `listing`:
     the simple listing when the caller already fetched it. `since`: what the last complete run
     saw, when only the listing rows above `status` need a look (`plan_from_changed_rows`).
+    `rediff`: diff the whole listing even if its serial has not moved (removals were held).
     """
     m = config.mirror
     delete = m.delete_removed_projects
@@ -150,7 +161,8 @@ async def plan_run(
         target = max([last, *(e.serial for e in events)])
         return plan_from_changelog(ledger, ((e.name, e.serial) for e in events), target)
     if listing is None:
-        listing = await upstream.listing_document(stop_at=None if refetch_all else status)
+        whole = refetch_all or rediff
+        listing = await upstream.listing_document(stop_at=None if whole else status)
     if listing is None:
         # Nothing happened upstream since the last complete run: one request, no 700k-row diff.
         return SyncPlan(status, (), ())
@@ -191,9 +203,14 @@ async def make_plan(
     now: float,
     listing: ListingDocument | None = None,
     since: ListingState | None = None,
+    *,
+    rediff: bool = False,
+    guard: bool = True,
 ) -> SyncPlan:
-    """The run's plan: named projects, the allowlist fast path, or the upstream's changes;
-    then what the filters exclude, and projects whose cooldown has run out."""
+    """The run's plan: named projects, the allowlist fast path, or the upstream's changes
+    (their removals held back by the guard when too many, unless `guard` is off); then what
+    the filters exclude, and projects whose cooldown has run out. Removals the filters ask
+    for are the operator's own doing: the guard leaves them alone."""
     if names is not None:
         return apply_filters(plan_named(names), ledger, filters.allows_project)
     if filters.allowlist is not None:
@@ -202,8 +219,17 @@ async def make_plan(
     if refilter:
         log.info("the filter configuration changed: every project is filtered again")
     plan = await plan_run(
-        config, upstream, ledger, status, refetch_all=refilter, listing=listing, since=since
+        config,
+        upstream,
+        ledger,
+        status,
+        refetch_all=refilter,
+        listing=listing,
+        since=since,
+        rediff=rediff,
     )
+    if guard:
+        plan = guard_removals(plan, len(ledger), config.mirror.removal_guard)
     due = [NormalizedName(n) for n, t in filter_state.recheck.items() if t <= now]
     return apply_filters(plan, ledger, filters.allows_project, recheck=due, refilter=refilter)
 
@@ -216,8 +242,10 @@ async def run(
     session: aiohttp.ClientSession | None = None,
     retry: RetryPolicy | None = None,
     now: Callable[[], datetime] | None = None,
+    allow_removals: bool = False,
 ) -> Outcome:
-    """`mirror` (names None) or `sync NAME...`: one locked run over the configured directory."""
+    """`mirror` (names None) or `sync NAME...`: one locked run over the configured directory.
+    `allow_removals`: remove what left the upstream, however much (``--allow-removals``)."""
     clock = now or (lambda: datetime.now(UTC))
     # A bad plugin config fails before anything is touched.
     filters = load_filters(config, now=clock)
@@ -240,6 +268,7 @@ async def run(
                     reporter,
                     clock().timestamp(),
                     tree=tree,
+                    allow_removals=allow_removals,
                 )
             await asyncio.to_thread(write_run_diff, config.mirror, outcome.changed)
             return outcome
@@ -258,10 +287,12 @@ async def locked_run(
     now: float | None = None,
     *,
     tree: Storage | None = None,
+    allow_removals: bool = False,
 ) -> Outcome:
     """The body of a run, under a `MirrorLock` the caller already holds (verify --repair
     re-syncs projects through it without letting go of its lock). `tree`: where the tree is
-    written (the configured backend, its lock held); None = the directory itself."""
+    written (the configured backend, its lock held); None = the directory itself.
+    `allow_removals`: carry out removals however many (the guard is off for this run)."""
     tree = FilesystemStorage(directory) if tree is None else tree
     # Every path written or deleted goes to the change log first: what `export` carries.
     storage = RecordingStorage(tree, directory, keep_changed=config.mirror.diff_file is not None)
@@ -275,8 +306,12 @@ async def locked_run(
     filter_state = await asyncio.to_thread(read_filter_state, directory)
     now = time.time() if now is None else now
     listing: ListingDocument | None = None
+    seen = await asyncio.to_thread(read_listing_state, directory)
+    # Removals held back last time are looked at (and reported) again, even if nothing moved.
+    rediff = seen is not None and seen.held > 0
     quiet = (
         names is None
+        and not rediff
         and previous is None
         and filters.allowlist is None
         and config.mirror.listing == "simple"
@@ -295,21 +330,42 @@ async def locked_run(
         # Persist what the interrupted run finished before its journal is replaced.
         await save_ledger(directory, ledger)
         log.info("resuming an interrupted run: %d projects were already done", len(previous.done))
-    seen = await asyncio.to_thread(read_listing_state, directory)
     since = (
         seen
         if seen is not None
         and previous is None
+        and not rediff
         and seen.serial == status
         and seen.projects == len(ledger)
         and now - seen.checked < FULL_DIFF_EVERY
         else None
     )
     plan = await make_plan(
-        config, upstream, ledger, status, filters, filter_state, names, now, listing, since
+        config,
+        upstream,
+        ledger,
+        status,
+        filters,
+        filter_state,
+        names,
+        now,
+        listing,
+        since,
+        rediff=rediff,
+        guard=not allow_removals,
     )
     outcome = Outcome(status, status, planned=len(plan.fetch) + len(plan.delete))
     outcome.temp_files_removed = temp_removed
+    outcome.removals_held = plan.held
+    if plan.held:
+        log.error(
+            "%d projects left the upstream's listing: more than removal_guard = %g of the "
+            "mirror's %d, so none is removed this run (a listing cut short must not empty the "
+            "mirror). If the upstream really dropped them, run `mirror --allow-removals` once.",
+            plan.held,
+            config.mirror.removal_guard,
+            len(ledger),
+        )
     outcome.changed = storage.changed
     # A mirror that held nothing was filtered whole by this run, whatever happens below.
     filters_settled = not ledger or filter_state.fingerprint == filters.fingerprint
@@ -351,7 +407,8 @@ async def locked_run(
             checked = since.checked if since is not None and plan.incremental else now
             listed = None
             if complete and plan.listed is not None:
-                listed = ListingState(max(status, target), plan.listed, len(ledger), checked)
+                serial = max(status, target)
+                listed = ListingState(serial, plan.listed, len(ledger), checked, plan.held)
             await asyncio.to_thread(write_listing_state, directory, listed)
         if complete:
             outcome.serial_after = max(status, target)

@@ -37,10 +37,12 @@ class SyncPlan:
     listed: int | None = None
     #: Whether only the listing's changed rows were looked at (not a diff of all of it).
     incremental: bool = False
+    #: Removals the guard held back (`guard_removals`): this run removes none of them.
+    held: int = 0
 
     @property
     def empty(self) -> bool:
-        return not self.fetch and not self.delete
+        return not self.fetch and not self.delete and not self.held
 
 
 def _serials(ledger: LedgerView) -> Mapping[str, int]:
@@ -148,6 +150,23 @@ def plan_named(names: Iterable[str]) -> SyncPlan:
     """`sync NAME...`: fetch exactly these projects now, whatever their serial."""
     unique = dict.fromkeys(canonicalize_name(n) for n in names)
     return SyncPlan(0, tuple(PlannedProject(n, None) for n in unique), ())
+
+
+#: Up to this many removals never trip the guard, so a small mirror is not held up by a few.
+GUARD_FLOOR = 10
+
+
+def guard_removals(plan: SyncPlan, mirrored: int, share: float) -> SyncPlan:
+    """`plan` without its removals when they are more than `share` of the `mirrored` projects
+    (and more than `GUARD_FLOOR`); `held` then says how many.
+
+    A listing cut short by a proxy, or an upstream that lost most of its projects for an
+    hour, must not empty the mirror: removals that big wait for an operator. ``share >= 1``
+    turns the guard off.
+    """
+    if share >= 1 or len(plan.delete) <= max(GUARD_FLOOR, share * mirrored):
+        return plan
+    return replace(plan, delete=(), held=len(plan.delete))
 
 
 def apply_filters(

@@ -34,6 +34,8 @@ class Summary:
     serial_before: int | None
     serial_after: int | None
     exit_code: int
+    #: Removals the guard held back (``removal_guard``); none of them happened.
+    removals_held: int = 0
 
     def render_text(self) -> str:
         """A few lines for a human: what was synced, how fast, what failed."""
@@ -45,6 +47,11 @@ class Summary:
             f"deleted {self.projects_deleted:,} projects",
             f"serial {_serial(self.serial_before)} -> {_serial(self.serial_after)}",
         ]
+        if self.removals_held:
+            lines.append(
+                f"held back {self.removals_held:,} removals (more than removal_guard allows); "
+                "if the upstream really dropped them: mirror --allow-removals"
+            )
         if self.projects_failed:
             lines.append(f"{len(self.projects_failed):,} projects failed (retried next run):")
             lines += [f"  {name}: {why}" for name, why in sorted(self.projects_failed.items())]
@@ -63,6 +70,7 @@ class Summary:
                 "elapsed": self.elapsed,
                 "serial_before": self.serial_before,
                 "serial_after": self.serial_after,
+                "removals_held": self.removals_held,
                 "exit_code": self.exit_code,
             },
             indent=2,
@@ -206,6 +214,7 @@ class Progress:
         serial_after: int | None,
         deleted: int = 0,
         exit_code: int | None = None,
+        removals_held: int = 0,
     ) -> Summary:
         """The run's `Summary`; ``exit_code`` defaults to 0, or 1 if any project failed."""
         c = self._counts
@@ -219,6 +228,7 @@ class Progress:
             serial_before=serial_before,
             serial_after=serial_after,
             exit_code=(1 if c.failed else 0) if exit_code is None else exit_code,
+            removals_held=removals_held,
         )
 
     # --- output ---------------------------------------------------------------------------

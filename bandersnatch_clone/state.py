@@ -224,13 +224,20 @@ class ListingState:
     projects: int
     #: POSIX time of the last diff of the whole listing.
     checked: float
+    #: Removals the guard held back then: the next run diffs the whole listing again (and
+    #: reports them again), even when nothing moved upstream.
+    held: int = 0
 
 
 def read_listing_state(directory: Path) -> ListingState | None:
     try:
         doc = json.loads((directory / "listing.state").read_text(encoding="utf-8"))
         return ListingState(
-            int(doc["serial"]), int(doc["rows"]), int(doc["projects"]), float(doc["checked"])
+            int(doc["serial"]),
+            int(doc["rows"]),
+            int(doc["projects"]),
+            float(doc["checked"]),
+            int(doc.get("held", 0)),
         )
     except FileNotFoundError:
         return None
@@ -244,5 +251,8 @@ def write_listing_state(directory: Path, state: ListingState | None) -> None:
     if state is None:
         path.unlink(missing_ok=True)
         return
-    doc = {"serial": state.serial, "rows": state.rows, "projects": state.projects}
-    atomic_write_text(path, json.dumps(doc | {"checked": state.checked}) + "\n")
+    doc: dict[str, float] = {"serial": state.serial, "rows": state.rows}
+    doc |= {"projects": state.projects, "checked": state.checked}
+    if state.held:
+        doc["held"] = state.held
+    atomic_write_text(path, json.dumps(doc) + "\n")

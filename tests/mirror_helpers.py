@@ -35,8 +35,10 @@ def write_config(path: Path, directory: Path, upstream: FakeUpstream, **mirror: 
     return path
 
 
-async def mirror(config: Config, names: list[str] | None = None) -> Outcome:
-    return await run(config, names=names, retry=FAST_RETRY)
+async def mirror(
+    config: Config, names: list[str] | None = None, *, allow_removals: bool = False
+) -> Outcome:
+    return await run(config, names=names, retry=FAST_RETRY, allow_removals=allow_removals)
 
 
 def expected_files(index: FakeIndex) -> dict[str, str]:

@@ -54,6 +54,7 @@ def test_defaults_are_the_documented_ones() -> None:
         "root_uri": "",
         "stop_on_error": False,
         "delete_removed_projects": True,
+        "removal_guard": 0.05,
         "cleanup": True,
         "user_agent_extra": "",
         "diff_file": None,

@@ -248,5 +248,15 @@ def test_summary_json_carries_every_figure() -> None:
         "elapsed": 200.0,
         "serial_before": 1000,
         "serial_after": 2000,
+        "removals_held": 0,
         "exit_code": 1,
     }
+
+
+def test_summary_text_says_what_to_do_about_held_removals() -> None:
+    summary = Summary(3, {}, 0, 0, 0, 1.0, 10, 12, 4, removals_held=250)
+    assert summary.render_text().splitlines()[3:] == [
+        "held back 250 removals (more than removal_guard allows); "
+        "if the upstream really dropped them: mirror --allow-removals",
+        "exit code 4",
+    ]
