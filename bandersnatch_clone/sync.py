@@ -407,16 +407,8 @@ async def write_root_index(
     since the ledger was read, and they exist, they are left alone without being rendered or
     read back (30 MB each at PyPI's size). `rewrite` renders and compares all three anyway.
     """
-    html = (
-        rewrite
-        or ledger.names_changed
-        or any(
-            [
-                await storage.size(layout.SIMPLE / page) is None
-                for page in (layout.HTML_PAGE, layout.V1_HTML_PAGE)
-            ]
-        )
-    )
+    html_pages = [layout.SIMPLE / layout.HTML_PAGE, layout.SIMPLE / layout.V1_HTML_PAGE]
+    html = rewrite or ledger.names_changed or None in await storage.sizes(html_pages)
 
     changed = None if html else ledger.changed_rows()
     old = None if changed is None else await storage.read_bytes(layout.SIMPLE / layout.V1_JSON_PAGE)
@@ -429,8 +421,8 @@ async def write_root_index(
                 return {layout.V1_JSON_PAGE: spliced}
         return root_pages_sorted(*ledger.root_rows(), serial, html=html)
 
-    for page, body in (await asyncio.to_thread(render)).items():
-        await storage.write_bytes(layout.SIMPLE / page, body)
+    pages = await asyncio.to_thread(render)
+    await storage.write_many([(layout.SIMPLE / page, body) for page, body in pages.items()])
 
 
 async def save_ledger(directory: Path, ledger: Ledger) -> None:
