@@ -16,7 +16,6 @@ import re
 from bandersnatch_clone.model import ListedProject
 
 _KEY = b'"_last-serial"'
-_NOT_AN_INTEGER = re.compile(rb'"_last-serial"\s*:\s*[^0-9\s]')
 _META = re.compile(rb'"meta"\s*:\s*\{[^{}]*\}')
 
 
@@ -45,14 +44,15 @@ def above(serial: int) -> str:
 def scan(body: bytes, serial: int) -> tuple[list[ListedProject], int] | None:
     """(the rows whose ``_last-serial`` is above `serial`, in listing order; how many rows the
     listing has), or None when unsure."""
-    if _NOT_AN_INTEGER.search(body):
-        return None
     meta = _META.search(body)
     if meta is None:
         return None
     rows: list[ListedProject] = []
-    pattern = re.compile(rb'"_last-serial"\s*:\s*' + above(serial).encode())
+    # One pass finds both the rows above `serial` and any serial that is not an integer.
+    pattern = re.compile(_KEY + rb"\s*:\s*(?:(" + above(serial).encode() + rb")|[^0-9\s])")
     for match in pattern.finditer(body):
+        if match[1] is None:
+            return None
         if meta.start() <= match.start() < meta.end():
             continue
         start = body.rfind(b"{", 0, match.start())

@@ -252,7 +252,12 @@ def splice_root_json(
     start += len(marker)
     if old.count(_ROW, start) != count:
         return None
-    pieces = [head, _dumps({"api-version": JSON_API_VERSION, "_last-serial": int(serial)})]
+    # The kept stretches go in as views: the join is the one copy of the page.
+    view = memoryview(old)
+    pieces: list[bytes | memoryview] = [
+        head,
+        _dumps({"api-version": JSON_API_VERSION, "_last-serial": int(serial)}),
+    ]
     done = start - len(marker)
     for norm, name, row_serial in sorted(changed):
         at = _find_row(old, start, len(old), norm)
@@ -261,9 +266,9 @@ def splice_root_json(
         if at < done or not old.startswith(wanted, at):
             return None
         end = old.find(b"}", at)
-        pieces += [old[done:at], b'%s"_last-serial":%d}' % (wanted, row_serial)]
+        pieces += [view[done:at], b'%s"_last-serial":%d}' % (wanted, row_serial)]
         done = end + 1
-    pieces.append(old[done:])
+    pieces.append(view[done:])
     return b"".join(pieces)
 
 

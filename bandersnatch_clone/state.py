@@ -2,7 +2,8 @@
 
     <directory>/status       last serial at which every project was in step (plain int)
     <directory>/generation   tree layout version (5, as bandersnatch writes)
-    <directory>/ledger       per project: "<name> <serial> <files> <bytes> [<display>]"
+    <directory>/ledger       "#ledger <crc32> <lines>", then per project, sorted:
+                             "<name> <serial> <files> <bytes> [<display>]"
     <directory>/todo         journal of the running (or interrupted) run, append-only
     <directory>/.lock        the inter-process lock
 
@@ -33,10 +34,16 @@ _JOURNAL_MAGIC = "bandersnatch-clone-journal 1"
 
 def atomic_write_text(path: Path, text: str, *, fsync: bool = False) -> None:
     """Replace `path` by temp file + rename in the same directory."""
+    atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
+
+
+def atomic_write_bytes(path: Path, *parts: bytes, fsync: bool = False) -> None:
+    """Replace `path` by temp file (`parts` one after another) + rename in the same directory."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            for part in parts:
+                f.write(part)
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
@@ -71,15 +78,24 @@ def ensure_generation(directory: Path) -> None:
 
 def read_ledger(directory: Path) -> Ledger:
     try:
-        text = (directory / "ledger").read_text(encoding="utf-8")
+        fd = os.open(directory / "ledger", os.O_RDONLY)
     except FileNotFoundError:
         return Ledger()
-    return Ledger.from_text(text)
+    try:
+        # The header line, then the rest in one read of its exact size (no 19 MB copy).
+        head = os.pread(fd, 256, 0)
+        cut = head.find(b"\n") + 1 or len(head)
+        size = os.fstat(fd).st_size - cut
+        # (A short read fails the header's checksum: the lines read are then parsed one by one.)
+        body = os.pread(fd, size, cut) if size > 0 else b""
+    finally:
+        os.close(fd)
+    return Ledger.from_file(head[:cut], body)
 
 
 def write_ledger(directory: Path, ledger: Mapping[str, LedgerEntry]) -> None:
     own = ledger if isinstance(ledger, Ledger) else Ledger(ledger)
-    atomic_write_text(directory / "ledger", own.to_text(), fsync=True)
+    atomic_write_bytes(directory / "ledger", *own.file_parts(), fsync=True)
 
 
 @dataclass(slots=True)

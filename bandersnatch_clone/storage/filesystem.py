@@ -37,6 +37,24 @@ _KEEP = {PurePosixPath("web"), PurePosixPath("web/simple"), PurePosixPath("web/p
 _BATCH = 1000
 
 
+def _holds(target: Path, data: bytes) -> bool:
+    """Whether the file `target` holds exactly `data`: compared a block at a time, so a page that
+    differs near its start (a root page's serial) costs one block, not the whole file."""
+    with open(target, "rb", buffering=0) as f:
+        if os.fstat(f.fileno()).st_size != len(data):
+            return False
+        at = 0
+        while block := f.read(_COMPARE_BLOCK):
+            if not data.startswith(block, at):  # a memcmp, no copy
+                return False
+            at += len(block)
+        return at == len(data)
+
+
+#: Pages are compared with what is on disk this much at a time.
+_COMPARE_BLOCK = 1 << 20
+
+
 def _storage_error(path: Path, exc: OSError) -> StorageError:
     return StorageError.from_os(path, exc)
 
@@ -275,9 +293,9 @@ class FilesystemStorage:
         """Compare, then temp + rename. Blocking: call from a thread."""
         target = self.resolve(path)
         try:
-            if target.stat().st_size == len(data) and target.read_bytes() == data:
+            if _holds(target, data):
                 return False
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             pass
         except OSError as e:
             raise _storage_error(target, e) from e
