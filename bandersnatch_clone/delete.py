@@ -17,17 +17,16 @@ from bandersnatch_clone import layout
 from bandersnatch_clone.changes import ROOT_PAGES, record_paths
 from bandersnatch_clone.config import Config
 from bandersnatch_clone.errors import UnsafePath
+from bandersnatch_clone.root_index import save_ledger, write_root_index
 from bandersnatch_clone.state import (
     Journal,
     JournalState,
     Ledger,
-    fold_journal,
-    read_ledger,
+    load_ledger,
     read_status,
 )
 from bandersnatch_clone.storage import Storage
 from bandersnatch_clone.storage.loader import held_tree
-from bandersnatch_clone.sync import save_ledger, write_root_index
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +74,6 @@ class DeleteSummary:
             },
             indent=2,
         )
-
-
-def load_ledger(directory: Path) -> tuple[Ledger, JournalState | None]:
-    """The ledger with what an interrupted run finished folded in (its pages are on disk), and
-    that run's journal, if there is one."""
-    ledger = read_ledger(directory)
-    pending = Journal(directory).load()
-    if pending is not None:
-        fold_journal(ledger, pending)
-    return ledger, pending
 
 
 def _rewrite_journal(directory: Path, pending: JournalState) -> None:

@@ -28,6 +28,7 @@ from bandersnatch_clone.plan import (
     plan_named,
 )
 from bandersnatch_clone.retry import RetryPolicy
+from bandersnatch_clone.root_index import save_ledger, write_root_index
 from bandersnatch_clone.state import (
     GENERATION,
     FilterState,
@@ -53,8 +54,6 @@ from bandersnatch_clone.sync import (
     EngineSettings,
     Reporter,
     RunResult,
-    save_ledger,
-    write_root_index,
 )
 from bandersnatch_clone.upstream import ListingDocument, Timeouts, Upstream
 

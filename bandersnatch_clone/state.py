@@ -185,6 +185,16 @@ def fold_journal(ledger: MutableMapping[str, LedgerEntry], state: JournalState) 
         ledger.pop(name, None)
 
 
+def load_ledger(directory: Path) -> tuple[Ledger, JournalState | None]:
+    """The ledger with what an interrupted run finished folded in (its pages are on disk), and
+    that run's journal, if there is one."""
+    ledger = read_ledger(directory)
+    pending = Journal(directory).load()
+    if pending is not None:
+        fold_journal(ledger, pending)
+    return ledger, pending
+
+
 class MirrorLock:
     """One process per mirror: a second run fails at once with `LockedError`."""
 

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 from bandersnatch_clone import layout
 from bandersnatch_clone.changes import ROOT_PAGES, record_paths
 from bandersnatch_clone.config import Config
-from bandersnatch_clone.delete import load_ledger
 from bandersnatch_clone.errors import MirrorError, ProjectNotFound, StorageError
 from bandersnatch_clone.filters import load_filters
+from bandersnatch_clone.root_index import write_root_index
 from bandersnatch_clone.scan import (
     Check,
     Kind,
@@ -33,11 +33,10 @@ from bandersnatch_clone.scan import (
     default_workers,
     walk_files,
 )
-from bandersnatch_clone.state import Ledger, read_status
+from bandersnatch_clone.state import Ledger, load_ledger, read_status
 from bandersnatch_clone.storage import Storage
 from bandersnatch_clone.storage.filesystem import TMP_DIR, FilesystemStorage
 from bandersnatch_clone.storage.loader import held_tree
-from bandersnatch_clone.sync import write_root_index
 from bandersnatch_clone.verify_records import LinkSet, ProgressFile, VerifySummary
 
 if TYPE_CHECKING:
