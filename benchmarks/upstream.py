@@ -156,11 +156,12 @@ class UpstreamProcess:
         result: dict[str, int] = self._get("/_fake/state", "application/json")
         return result
 
-    def touch(self, count: int) -> int:
-        """``POST /_fake/touch``: a new release for ``count`` projects; returns the new serial."""
+    def touch(self, count: int, offset: int = 0) -> int:
+        """``POST /_fake/touch``: a new release for ``count`` projects spread over the listing
+        (another ``offset``, other projects); returns the new serial."""
         request = urllib.request.Request(
             self.url + "/_fake/touch",
-            data=json.dumps({"count": count}).encode(),
+            data=json.dumps({"count": count, "offset": offset}).encode(),
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=600) as resp:

@@ -580,7 +580,9 @@ class FakeUpstream:
         return web.json_response({"version": 1, "attestation_bundles": []})
 
     async def _touch(self, request: web.Request) -> web.Response:
-        """Control API for a standalone server: ``{"names": [...]}`` or ``{"count": N}``."""
+        """Control API for a standalone server: ``{"names": [...]}``, or ``{"count": N}``
+        (spread evenly over the listing; ``"offset": K`` starts K projects further on, so that
+        successive calls change other projects)."""
         spec = await request.json()
         with self.index.lock:
             names: list[str] = list(spec.get("names", []))
@@ -588,7 +590,8 @@ class FakeUpstream:
             if count:
                 listed = self.index.listed()
                 step = max(len(listed) // count, 1)
-                names += [p.name for p in listed[::step][:count]]
+                offset = int(spec.get("offset", 0)) % step
+                names += [p.name for p in listed[offset::step][:count]]
             serial = self.index.touch(names)
         return web.json_response({"serial": serial, "touched": names})
 

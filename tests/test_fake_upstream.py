@@ -768,10 +768,14 @@ async def test_touch_control_endpoint(http: aiohttp.ClientSession, upstream: Fak
         result = await response.json()
     assert len(result["touched"]) == 3
     assert result["serial"] == upstream.index.serial == before + 6
+    # Another offset, other projects (the benchmarks' rounds of "100 changed").
+    async with http.post(f"{upstream.url}/_fake/touch", json={"count": 3, "offset": 1}) as response:
+        again = await response.json()
+    assert (len(again["touched"]), set(again["touched"]) & set(result["touched"])) == (3, set())
     async with http.get(f"{upstream.url}/_fake/state") as response:
         state = await response.json()
-    # "requests" counts finished requests: the touch, not this one.
-    assert (state["serial"], state["projects"], state["requests"]) == (upstream.index.serial, 12, 1)
+    # "requests" counts finished requests: the two touches, not this one.
+    assert (state["serial"], state["projects"], state["requests"]) == (upstream.index.serial, 12, 2)
 
 
 def test_standalone_server(tmp_path: Path) -> None:
