@@ -406,8 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--allow-removals",
         action="store_true",
-        help="remove what left the upstream's listing however much it is (lifts removal_guard "
-        "for this run)",
+        help="remove what left the upstream's listing, or what it answers 404 for, however "
+        "much it is (lifts removal_guard for this run)",
     )
     p.set_defaults(func=cmd_mirror)
     p = add(

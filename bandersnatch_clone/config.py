@@ -371,9 +371,11 @@ _MIRROR_HELP = """\
 #                            projects are reported, exit code 1, and retried next run).
 #   delete_removed_projects  remove projects that disappear upstream.
 #   removal_guard            the largest share of the mirror one run may remove because it left
-#                            the upstream listing (default 0.05); more (and more than 10) and the
-#                            run removes none, exits 4, and waits for `mirror --allow-removals`.
-#                            A listing cut short must not empty the mirror. 1 = no guard.
+#                            the upstream listing, or because the upstream answers 404 for it
+#                            (default 0.05); more (and more than 10) and the run removes none,
+#                            exits 4, and waits for `mirror --allow-removals`. A listing cut
+#                            short, or a proxy failing every page, must not empty the mirror.
+#                            1 = no guard.
 #   cleanup                  remove files no longer linked by their project's page.
 #   user_agent_extra         appended to the User-Agent, e.g. a contact address for the upstream.
 #   diff_file                after each run, write the absolute paths it created or changed here,

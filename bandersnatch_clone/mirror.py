@@ -85,7 +85,9 @@ class Outcome:
         return EXIT_REMOVALS_HELD if self.removals_held else 0
 
 
-def engine_settings(config: Config) -> EngineSettings:
+def engine_settings(config: Config, *, guard: bool = False) -> EngineSettings:
+    """`guard`: hold 404 removals beyond ``removal_guard`` (a whole-mirror run without
+    ``--allow-removals``; a run for named projects removes what it was asked about)."""
     m = config.mirror
     return EngineSettings(
         directory=m.directory,
@@ -96,6 +98,7 @@ def engine_settings(config: Config) -> EngineSettings:
         root_uri=m.root_uri or None,
         stop_on_error=m.stop_on_error,
         delete_removed_projects=m.delete_removed_projects,
+        removal_guard=m.removal_guard if guard else 1.0,
         cleanup=m.cleanup,
     )
 
@@ -376,12 +379,14 @@ async def locked_run(
         filter_state.fingerprint = filters.fingerprint
         await asyncio.to_thread(write_filter_state, directory, filter_state)
     await asyncio.to_thread(journal.begin, plan.target_serial, len(plan.fetch))
-    engine = Engine(engine_settings(config), storage, upstream, ledger, journal, reporter, filters)
+    settings = engine_settings(config, guard=names is None and not allow_removals)
+    engine = Engine(settings, storage, upstream, ledger, journal, reporter, filters)
     if previous is not None:
         engine.carry_over(previous.deleted, previous.obsolete)
     try:
         result = await engine.execute(plan)
         outcome.result = result
+        outcome.removals_held += result.removals_held
         complete = not result.failed and not result.aborted and names is None
         target = plan.target_serial
         if complete and filters.allowlist is not None:
@@ -407,7 +412,10 @@ async def locked_run(
             listed = None
             if complete and plan.listed is not None:
                 serial = max(status, target)
-                listed = ListingState(serial, plan.listed, len(ledger), checked, plan.held)
+                # Held removals (of either kind) make the next run diff the whole listing: the
+                # projects kept at their old serials are asked for again.
+                held = plan.held + result.removals_held
+                listed = ListingState(serial, plan.listed, len(ledger), checked, held)
             await asyncio.to_thread(write_listing_state, directory, listed)
         if complete:
             outcome.serial_after = max(status, target)

@@ -164,9 +164,15 @@ def guard_removals(plan: SyncPlan, mirrored: int, share: float) -> SyncPlan:
     hour, must not empty the mirror: removals that big wait for an operator. ``share >= 1``
     turns the guard off.
     """
-    if share >= 1 or len(plan.delete) <= max(GUARD_FLOOR, share * mirrored):
+    if removals_allowed(len(plan.delete), mirrored, share):
         return plan
     return replace(plan, delete=(), held=len(plan.delete))
+
+
+def removals_allowed(count: int, mirrored: int, share: float) -> bool:
+    """Whether one run may remove `count` of the `mirrored` projects for the upstream's sake:
+    at most `share` of them, or at most `GUARD_FLOOR`; ``share >= 1`` allows any number."""
+    return share >= 1 or count <= max(GUARD_FLOOR, share * mirrored)
 
 
 def apply_filters(

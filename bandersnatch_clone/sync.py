@@ -28,7 +28,7 @@ from bandersnatch_clone.errors import (
 from bandersnatch_clone.filters import FilterSet
 from bandersnatch_clone.model import DistFile, ProjectStatus
 from bandersnatch_clone.parse import LegacyProject
-from bandersnatch_clone.plan import PlannedProject, SyncPlan
+from bandersnatch_clone.plan import PlannedProject, SyncPlan, removals_allowed
 from bandersnatch_clone.render import filter_legacy_json, project_pages
 from bandersnatch_clone.state import Journal, Ledger, LedgerEntry
 from bandersnatch_clone.storage import Storage
@@ -51,6 +51,9 @@ class EngineSettings:
     root_uri: str | None = None
     stop_on_error: bool = False
     delete_removed_projects: bool = True
+    #: The share of the mirror's projects that may answer 404 in one run and be removed for
+    #: it; more, and the run removes none of them (`RunResult.removals_held`). 1: no limit.
+    removal_guard: float = 1.0
     cleanup: bool = True
 
 
@@ -87,6 +90,8 @@ class RunResult:
     files: int = 0
     bytes: int = 0
     aborted: str | None = None
+    #: Mirrored projects the upstream answered 404 for, more than `removal_guard` allows: kept.
+    removals_held: int = 0
 
     @property
     def changed(self) -> bool:
@@ -124,6 +129,10 @@ class Engine:
         self._metadata_slots = asyncio.Semaphore(settings.metadata_workers)
         self._download_slots = asyncio.Semaphore(settings.download_workers)
         self._stop = False
+        #: Mirrored projects the upstream answered 404 for: removed at the end of the run, or
+        #: all kept when they are too many (`removal_guard`).
+        self.not_found: list[NormalizedName] = []
+        self._mirrored = len(ledger)
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -135,9 +144,30 @@ class Engine:
         workers = [self._worker(items) for _ in range(min(width, len(plan.fetch)))]
         await asyncio.gather(*workers)
         if not self._stop:
+            await self._settle_not_found()
             for name in plan.delete:
                 await self.delete_project(name)
         return self.result
+
+    async def _settle_not_found(self) -> None:
+        """Remove the mirrored projects the upstream answered 404 for, unless they are more than
+        `removal_guard` allows: an upstream (or a proxy) that answers 404 for every page must
+        not empty the mirror at the pace its projects change."""
+        gone, self.not_found = self.not_found, []
+        if removals_allowed(len(gone), self._mirrored, self.settings.removal_guard):
+            for name in sorted(gone):
+                await self.delete_project(name, "removed upstream")
+            return
+        self.result.removals_held = len(gone)
+        log.error(
+            "the upstream answered 404 for %d of the mirror's %d projects: more than "
+            "removal_guard = %g, so none is removed this run (an upstream or proxy failing every "
+            "page must not empty the mirror); they are asked for again next run. If the upstream "
+            "really dropped them, run `mirror --allow-removals` once.",
+            len(gone),
+            self._mirrored,
+            self.settings.removal_guard,
+        )
 
     async def _worker(self, items: Iterator[PlannedProject]) -> None:
         for item in items:
@@ -171,10 +201,12 @@ class Engine:
             try:
                 fetched = await self.upstream.project(name, item.serial)
             except ProjectNotFound:
-                if self.settings.delete_removed_projects:
-                    await self._drop(name, "removed upstream")
-                else:
+                if not self.settings.delete_removed_projects:
                     log.info("%s: not found upstream; kept (delete_removed_projects = false)", name)
+                elif self.settings.removal_guard < 1 and name in self.ledger:
+                    self.not_found.append(name)  # decided at the end (`_settle_not_found`)
+                else:
+                    await self._drop(name, "removed upstream")
                 return
             want_legacy = self.settings.json or self.filters.needs_metadata
             legacy = await self._legacy_json(name, item.serial) if want_legacy else None
