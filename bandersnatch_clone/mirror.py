@@ -93,6 +93,7 @@ def engine_settings(config: Config, *, guard: bool = False) -> EngineSettings:
         directory=m.directory,
         metadata_workers=m.metadata_workers,
         download_workers=m.download_workers,
+        large_file_workers=m.large_file_workers,
         json=m.json,
         release_files=m.release_files,
         root_uri=m.root_uri or None,

@@ -9,6 +9,7 @@ verified files. Finished projects are journalled as they finish, so a rerun resu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -38,6 +39,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Files this size and up are paced by bandwidth rather than by round trips (see
+#: `EngineSettings.large_file_workers`).
+LARGE_FILE = 1024 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
@@ -46,6 +51,8 @@ class EngineSettings:
     directory: Path
     metadata_workers: int = 16
     download_workers: int = 48
+    #: Of the downloads, how many may be files of `LARGE_FILE` bytes or more at once.
+    large_file_workers: int = 16
     json: bool = False
     release_files: bool = True
     root_uri: str | None = None
@@ -128,6 +135,7 @@ class Engine:
         self.result = RunResult()
         self._metadata_slots = asyncio.Semaphore(settings.metadata_workers)
         self._download_slots = asyncio.Semaphore(settings.download_workers)
+        self._large_slots = asyncio.Semaphore(settings.large_file_workers)
         self._stop = False
         #: Mirrored projects the upstream answered 404 for: removed at the end of the run, or
         #: all kept when they are too many (`removal_guard`).
@@ -327,7 +335,10 @@ class Engine:
         assert f.sha256 is not None
         if have is not None and (f.size is None or have == f.size):
             return None, have
-        async with self._download_slots:
+        # A large file waits for its own slot before it takes a download slot, so the small
+        # files queued behind it keep every download slot it does not use.
+        large = f.size is not None and f.size >= LARGE_FILE
+        async with self._large_slots if large else contextlib.nullcontext(), self._download_slots:
             # Path and digest up front: an object store streams straight to the final key.
             sink = await self.storage.open_temp(path, sha256=f.sha256)
             try:

@@ -19,7 +19,7 @@ import signal
 import socket
 import struct
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -198,6 +198,10 @@ class FakeUpstream:
         self.injected: list[tuple[str, str]] = []
         #: Body bytes of each overridden path the server managed to hand to the socket.
         self.sent: dict[str, int] = {}
+        #: Paths being answered right now; the most at once of each kind `track` names.
+        self._active: dict[str, int] = {}
+        self._kind: Callable[[str], str | None] | None = None
+        self._peaks: dict[str, int] = {}
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._startup_error: BaseException | None = None
@@ -290,6 +294,34 @@ class FakeUpstream:
     def reset_log(self) -> None:
         with self._lock:
             self._log.clear()
+
+    def track(self, kind: Callable[[str], str | None]) -> None:
+        """From now on, count the most requests of each kind in flight at once (`peaks`);
+        ``kind(path)`` names a request's kind, None leaves it out. A request is in flight from
+        its arrival until its handler returns: with `latency`, how many the client had
+        waiting at once."""
+        with self._lock:
+            self._kind = kind
+            self._peaks = {}
+
+    @property
+    def peaks(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._peaks)
+
+    def _enter(self, path: str) -> None:
+        with self._lock:
+            self._active[path] = self._active.get(path, 0) + 1
+            if self._kind is None or (kind := self._kind(path)) is None:
+                return
+            now = sum(n for p, n in self._active.items() if self._kind(p) == kind)
+            self._peaks[kind] = max(self._peaks.get(kind, 0), now)
+
+    def _leave(self, path: str) -> None:
+        with self._lock:
+            self._active[path] -= 1
+            if not self._active[path]:
+                del self._active[path]
 
     # -- fault hooks -----------------------------------------------------------------------
 
@@ -438,6 +470,7 @@ class FakeUpstream:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         status = 500
+        self._enter(request.path)
         try:
             if self.latency > 0:
                 await asyncio.sleep(self.latency)
@@ -482,6 +515,7 @@ class FakeUpstream:
             status = exc.status
             raise
         finally:
+            self._leave(request.path)
             headers = {h: request.headers[h] for h in LOGGED_HEADERS if h in request.headers}
             entry = LoggedRequest(
                 request.method, request.path, request.query_string, headers, status

@@ -13,6 +13,8 @@ import aiohttp
 import pytest
 
 from bandersnatch_clone.state import read_ledger, read_status
+from bandersnatch_clone.sync import LARGE_FILE
+from tests.conftest import MakeUpstream
 from tests.fake_upstream import FakeIndex, FakeUpstream
 from tests.mirror_helpers import (
     expected_files,
@@ -332,3 +334,33 @@ async def test_quarantined_project_offers_no_files(upstream: FakeUpstream, tmp_p
     assert (gone[0], any(n.startswith("alpha-") for n in gone[1])) == (False, False)
     assert (page["files"], page["project-status"]["status"]) == ([], "quarantined")
     assert check_tree(directory) == []
+
+
+async def test_large_files_share_their_own_slots_and_leave_small_ones_the_rest(
+    make_upstream: MakeUpstream, tmp_path: Path
+) -> None:
+    index = FakeIndex()
+    for i in range(6):
+        index.add_project(f"big-{i}", versions=())
+        index.add_release(f"big-{i}", "1.0", sdist=False, extra_size=LARGE_FILE + 1024)
+    for i in range(12):
+        index.add_project(f"small-{i}", versions=(), wheel=False)
+        index.add_release(f"small-{i}", "1.0", wheel=False)
+    upstream = make_upstream(index)
+    upstream.latency = 0.1  # every request waits: how many the mirror keeps in flight shows
+
+    def kind(path: str) -> str | None:
+        if not path.startswith("/packages/") or path.endswith(".metadata"):
+            return None
+        return "large" if "/big" in path else "small"
+
+    upstream.track(kind)
+    directory = tmp_path / "mirror"
+    config = make_config(directory, upstream, download_workers=6, large_file_workers=2)
+    outcome = await mirror(config)
+    on_disk = {p.name for p in (directory / "web/packages").rglob("*") if p.is_file()}
+    assert outcome.exit_code == 0
+    assert set(expected_files(index)) <= on_disk
+    # The six big wheels went two at a time; the sdists filled the other download slots.
+    assert upstream.peaks["large"] == 2
+    assert upstream.peaks["small"] > 2

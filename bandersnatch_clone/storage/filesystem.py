@@ -29,7 +29,11 @@ def _read_umask() -> int:
 
 #: Read once at import (reading it means setting it; threads must not race that).
 _UMASK = _read_umask()
-_FLUSH_AT = 1024 * 1024
+#: Bytes held in memory before the temp file is created: one chunk as `Upstream` reads them.
+#: A small file (most of PyPI's, every ``.metadata``) still costs one thread hop in all; a
+#: big one starts going to disk with its first chunk. Holding a MiB per file, 48 files at
+#: once, made every download 4% slower (cache and allocator churn), measured on (a).
+_FLUSH_AT = 256 * 1024
 _IOV_MAX = 512
 # Directories that are part of the tree's skeleton: emptied subfolders are pruned up to these.
 _KEEP = {PurePosixPath("web"), PurePosixPath("web/simple"), PurePosixPath("web/packages")}
@@ -62,7 +66,7 @@ def _storage_error(path: Path, exc: OSError) -> StorageError:
 class FilesystemTemp:
     """A temp file under ``.tmp`` on the same file system as the tree, so rename is atomic.
 
-    Created lazily: the first MiB stays in memory, so a small file (most of PyPI's, every
+    Created lazily: the first 256 KiB stay in memory, so a small file (most of PyPI's, every
     ``.metadata``) costs one thread hop in all (create, write, rename) instead of four; on a
     slow link with hundreds of files in flight the hops, not the bytes, were the CPU.
 
