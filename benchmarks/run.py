@@ -38,7 +38,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", default="abcde", help="scenario letters (default: abcde)")
     p.add_argument("--big-mb", type=int, help="(a)/(d)/(e) total MiB (default 2000; quick 24)")
     p.add_argument("--file-mb", type=int, help="(a)/(d)/(e) MiB per wheel (default 10; quick 2)")
-    p.add_argument("--rounds", type=int, help="(a)/(e) rounds, median taken (default 3; quick 1)")
+    p.add_argument(
+        "--rounds", type=int, help="interleaved rounds, median taken (default 5; quick 1)"
+    )
     p.add_argument("--slow-projects", type=int, help="(b) projects (default 2000; quick 40)")
     p.add_argument("--latency", type=float, default=0.05, help="(b) seconds per request")
     p.add_argument("--scale-projects", type=int, help="(c) projects (default 700000; quick 3000)")
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         scale_projects=args.scale_projects or (3000 if q else 700_000),
         scale_cap=args.cap or (15 if q else 600),
         ours_cap=120 if q else 3600,
-        rounds=args.rounds or (1 if q else 3),
+        rounds=args.rounds or (1 if q else 5),
     )
     print(report.machine(workdir, pythons))
     print(f"CPUs: upstream {upstream_cpus or 'any'}, client under test {client_cpus or 'any'}")
