@@ -199,7 +199,7 @@ def big_files(ctx: Context) -> list[Row]:
         theirs_cfg = ctx.workdir / "big-bandersnatch.conf"
 
         def ceiling() -> Measurement:
-            limit = ctx.fresh("limit", evict=True)
+            limit = ctx.fresh("limit")  # the last round discarded (and evicted) it
             m = ctx.run([sys.executable, "-m", "benchmarks.limit", str(listing), str(limit)])
             ctx.discard(limit, evict=True)
             return m
